@@ -1,0 +1,1 @@
+"""The fal adapter: fal App classes -> Ray Serve deployments."""

@@ -1,0 +1,68 @@
+"""An AppBundle -> a Ray Serve application: the fal -> Ray Serve mapping in one place."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from ray import serve
+from ray.serve import Application
+
+from .bundle import AppBundle
+from .machines import actor_options
+from .replica import FalAppReplica
+
+# A setup() that raises fails the deploy after this many tries instead of Serve's default.
+CONSTRUCTOR_RETRIES = 2
+
+
+def runtime_env(bundle: AppBundle) -> dict[str, Any]:
+    """`requirements` -> a per-app environment built by uv (cached by Ray per package list)."""
+    env: dict[str, Any] = {}
+    if bundle.options.requirements:
+        env["uv"] = {"packages": list(bundle.options.requirements)}
+    if bundle.local_modules:
+        env["py_modules"] = list(bundle.local_modules)
+    return env
+
+
+def autoscaling_config(bundle: AppBundle) -> dict[str, Any]:
+    options = bundle.options
+    return {
+        "min_replicas": options.min_concurrency,
+        "max_replicas": options.max_concurrency,
+        # Start one replica even for scale-to-zero apps, so that a deploy proves setup() works.
+        "initial_replicas": max(options.min_concurrency, 1),
+        "target_ongoing_requests": options.max_multiplexing,
+        "downscale_delay_s": options.keep_alive,
+        "downscale_to_zero_delay_s": options.keep_alive,
+        "upscale_delay_s": 0,
+        "look_back_period_s": 1,
+        "metrics_interval_s": 0.2,
+    }
+
+
+def to_application(bundle: AppBundle, cluster_resources: Mapping[str, float]) -> Application:
+    """Bind the bundle into a Serve application; raises UnplaceableError if no node fits it."""
+    options = bundle.options
+    actor = actor_options(options.machine_types, options.num_gpus, cluster_resources)
+    env = runtime_env(bundle)
+    if env:
+        actor["runtime_env"] = env
+    deployment = serve.deployment(
+        FalAppReplica,
+        name=bundle.source.class_name,
+        ray_actor_options=actor,
+        autoscaling_config=autoscaling_config(bundle),
+        max_ongoing_requests=options.max_multiplexing,
+        max_queued_requests=-1,
+        max_constructor_retry_count=CONSTRUCTOR_RETRIES,
+        graceful_shutdown_timeout_s=30,
+        # A redeploy starts the new replicas before it stops the old ones, so a new
+        # revision whose setup() fails never takes the serving one down.
+        max_surge_percent=100,
+    )
+    # Serve gives every imperative deploy a random code version, so re-applying the serving
+    # revision (the rollback after a failed redeploy) would restart its replicas. Pinning
+    # the version to the revision makes an equal bundle a no-op.
+    deployment = deployment.options(version=bundle.revision, _internal=True)
+    return deployment.bind(bundle.to_json())

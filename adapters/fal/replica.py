@@ -1,0 +1,82 @@
+"""The Ray Serve replica that hosts one fal App: `setup()` in `__init__`, endpoints over HTTP.
+
+HTTP requests reach the FastAPI app that `__serve_build_asgi_app__` returns; Python
+handles call `call_endpoint`. `teardown()` runs when Serve stops the replica.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import traceback
+from typing import Any
+
+import ray.cloudpickle
+from ray import serve
+
+from .bundle import AppBundle
+from .loader import load_class
+from .routes import build_asgi_app, find_endpoints, handle_kwargs, invoke
+
+logger = logging.getLogger("ray.serve")
+
+SETUP_FAILED = "setup() failed in"
+
+
+class SetupError(RuntimeError):
+    """setup() raised; the message holds the traceback from the app's own file down."""
+
+
+def _user_traceback(error: BaseException, filename: str) -> str:
+    tb = error.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename != filename:
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(error), error, tb or error.__traceback__))
+
+
+@serve.ingress()
+class FalAppReplica:
+    async def __init__(self, bundle_json: str) -> None:
+        self._bundle = bundle = AppBundle.from_json(bundle_json)
+        app_class, module = load_class(bundle.source)
+        # Output models defined in the app file travel back to handle callers by value.
+        ray.cloudpickle.register_pickle_by_value(module)
+        self._endpoints = {endpoint.name: endpoint for endpoint in find_endpoints(app_class)}
+        self._app = app_class()
+        try:
+            result = self._app.setup()
+            if inspect.isawaitable(result):
+                await result
+        except Exception as error:
+            raise SetupError(
+                f"{SETUP_FAILED} {bundle.source.class_name}:\n{_user_traceback(error, bundle.source.filename)}"
+            ) from None
+
+    def __serve_build_asgi_app__(self) -> Any:
+        return build_asgi_app(
+            self._app,
+            list(self._endpoints.values()),
+            title=f"{self._bundle.owner}/{self._bundle.app_name}",
+            timeout=self._bundle.options.request_timeout,
+        )
+
+    async def call_endpoint(self, name: str, payload: Any = None) -> Any:
+        endpoint = self._endpoints.get(name)
+        if endpoint is None:
+            raise AttributeError(
+                f"{self._bundle.owner}/{self._bundle.app_name} has no endpoint method {name!r} "
+                f"(it has: {', '.join(sorted(self._endpoints))})"
+            )
+        kwargs = handle_kwargs(endpoint, payload)
+        return await invoke(getattr(self._app, name), kwargs, self._bundle.options.request_timeout)
+
+    async def __del__(self) -> None:
+        app = getattr(self, "_app", None)
+        if app is None:
+            return
+        try:
+            result = app.teardown()
+            if inspect.isawaitable(result):
+                await result
+        except Exception:
+            logger.exception("teardown() of %s/%s failed", self._bundle.owner, self._bundle.app_name)

@@ -1,0 +1,173 @@
+"""An App instance's `@fal.endpoint` methods -> a FastAPI app, with fal's error answers.
+
+Each replica builds this app after `setup()`; Ray Serve's proxy sends requests for
+`/<user>/<app>/...` straight to it, so no extra actor sits on the request path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import typing
+import uuid
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .sdk import EndpointSpec
+from .sdk.exceptions import AppException, FieldException
+
+logger = logging.getLogger("tenantserve.app")
+
+_HTTP_REQUEST_PARAM = "tenantserve_http_request"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    name: str
+    spec: EndpointSpec
+    signature: inspect.Signature
+
+    @property
+    def body_model(self) -> Optional[type[BaseModel]]:
+        params = list(self.signature.parameters.values())
+        if len(params) == 1 and _is_model(params[0].annotation):
+            return params[0].annotation
+        return None
+
+
+def _is_model(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
+def find_endpoints(app_class: type) -> list[Endpoint]:
+    """The class's endpoints, with annotations resolved against the app's own module."""
+    endpoints = []
+    for name in dir(app_class):
+        method = getattr(app_class, name, None)
+        spec = getattr(method, "__fal_endpoint__", None)
+        if not isinstance(spec, EndpointSpec):
+            continue
+        hints = typing.get_type_hints(method)
+        signature = inspect.signature(method)
+        params = [
+            p.replace(annotation=hints.get(p.name, p.annotation))
+            for p in list(signature.parameters.values())[1:]
+        ]
+        endpoints.append(
+            Endpoint(name, spec, signature.replace(parameters=params, return_annotation=hints.get("return", inspect.Signature.empty)))
+        )
+    return endpoints
+
+
+async def invoke(method: Callable[..., Any], kwargs: dict[str, Any], timeout: Optional[float]) -> Any:
+    """Run an endpoint method, sync ones in a worker thread, within the app's request timeout."""
+    if inspect.iscoroutinefunction(method):
+        call = method(**kwargs)
+    else:
+        call = asyncio.to_thread(method, **kwargs)
+    if timeout is None:
+        return await call
+    return await asyncio.wait_for(call, timeout)
+
+
+def _is_cuda_oom(error: BaseException) -> bool:
+    return type(error).__name__ == "OutOfMemoryError" or "CUDA out of memory" in str(error)
+
+
+def error_response(error: BaseException, request_id: str, timeout: Optional[float]) -> JSONResponse:
+    """fal's answer for an exception raised by an endpoint."""
+    if isinstance(error, (asyncio.TimeoutError, TimeoutError)) and timeout is not None:
+        return JSONResponse({"detail": f"Request timed out after {timeout:g} seconds"}, status_code=504)
+    if isinstance(error, FieldException):
+        detail = [{"loc": ["body", error.field], "msg": error.message, "type": error.type}]
+        return JSONResponse({"detail": detail}, status_code=error.status_code)
+    if isinstance(error, AppException):
+        return JSONResponse({"detail": error.message}, status_code=error.status_code)
+    if _is_cuda_oom(error):
+        logger.error("request %s: GPU out of memory", request_id, exc_info=error)
+        return JSONResponse(
+            {"detail": "The GPU ran out of memory while serving this request; retry later or send a smaller input.",
+             "request_id": request_id},
+            status_code=503,
+        )
+    logger.error("request %s failed", request_id, exc_info=error)
+    return JSONResponse({"detail": "Internal Server Error", "request_id": request_id}, status_code=500)
+
+
+def _route_handler(method: Callable[..., Any], endpoint: Endpoint, timeout: Optional[float]) -> Callable[..., Any]:
+    async def handler(**kwargs: Any) -> Any:
+        http_request: Request = kwargs.pop(_HTTP_REQUEST_PARAM)
+        request_id = http_request.headers.get("x-request-id") or uuid.uuid4().hex
+        try:
+            return await invoke(method, kwargs, timeout)
+        except Exception as error:
+            return error_response(error, request_id, timeout)
+
+    request_param = inspect.Parameter(_HTTP_REQUEST_PARAM, inspect.Parameter.KEYWORD_ONLY, annotation=Request)
+    handler.__signature__ = endpoint.signature.replace(  # type: ignore[attr-defined]
+        parameters=[
+            p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in endpoint.signature.parameters.values()
+        ] + [request_param],
+        return_annotation=inspect.Signature.empty,
+    )
+    handler.__name__ = endpoint.name
+    handler.__doc__ = method.__doc__
+    return handler
+
+
+def _relative_path(request: Request) -> str:
+    path, root = request.url.path, request.scope.get("root_path", "")
+    return path[len(root):] if root and path.startswith(root) else path
+
+
+async def _not_found(request: Request, error: StarletteHTTPException) -> Response:
+    if error.status_code == 404:
+        return JSONResponse({"detail": f"Path {_relative_path(request)} not found"}, status_code=404)
+    return JSONResponse({"detail": error.detail}, status_code=error.status_code, headers=error.headers)
+
+
+def build_asgi_app(instance: Any, endpoints: list[Endpoint], title: str, timeout: Optional[float]) -> FastAPI:
+    app = FastAPI(title=title)
+    for endpoint in endpoints:
+        method = getattr(instance, endpoint.name)
+        if endpoint.spec.is_websocket:
+            app.add_api_websocket_route(endpoint.spec.path, method, name=endpoint.name)
+            continue
+        returns = endpoint.signature.return_annotation
+        app.add_api_route(
+            endpoint.spec.path,
+            _route_handler(method, endpoint, timeout),
+            methods=["POST"],
+            name=endpoint.name,
+            response_model=returns if returns is not inspect.Signature.empty else None,
+        )
+
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    app.add_api_route("/health", health, methods=["GET"], include_in_schema=False)
+    app.add_exception_handler(StarletteHTTPException, _not_found)
+    return app
+
+
+def handle_kwargs(endpoint: Endpoint, payload: Any) -> dict[str, Any]:
+    """Arguments for an endpoint called through a Python handle with a model, a dict or nothing."""
+    params = list(endpoint.signature.parameters)
+    if isinstance(payload, BaseModel):
+        payload = payload.model_dump()
+    model = endpoint.body_model
+    if model is not None:
+        return {params[0]: model.model_validate(payload if payload is not None else {})}
+    if payload is None:
+        return {}
+    if isinstance(payload, dict):
+        return payload
+    if len(params) == 1:
+        return {params[0]: payload}
+    raise TypeError(f"endpoint {endpoint.name} takes {params}, got {type(payload).__name__}")

@@ -1,0 +1,47 @@
+"""`platform up` / `platform down`: the local Ray cluster with Serve."""
+
+from __future__ import annotations
+
+import json
+from typing import Optional
+
+import click
+
+from tenantserve.platform import cluster
+
+from .common import console, friendly_errors
+
+
+@click.command()
+@click.option("--port", "ray_port", default=cluster.DEFAULT_RAY_PORT, show_default=True, help="Ray head (GCS) port.")
+@click.option("--host", "http_host", default="127.0.0.1", show_default=True, help="HTTP address apps are served on.")
+@click.option("--http-port", default=cluster.DEFAULT_HTTP_PORT, show_default=True, help="HTTP port apps are served on.")
+@click.option("--dashboard-port", default=cluster.DEFAULT_DASHBOARD_PORT, show_default=True)
+@click.option("--num-cpus", type=float, default=None, help="CPUs this node offers (default: all).")
+@click.option("--num-gpus", type=int, default=None, help="GPUs this node offers (default: detected).")
+@click.option("--resources", default=None, help='Extra node resources as JSON, e.g. \'{"accelerator_type:A100": 1}\'.')
+@friendly_errors
+def up(
+    ray_port: int, http_host: str, http_port: int, dashboard_port: int,
+    num_cpus: Optional[float], num_gpus: Optional[int], resources: Optional[str],
+) -> None:
+    """Start a local Ray cluster with Serve (a no-op if one is running)."""
+    try:
+        extra = json.loads(resources) if resources else None
+    except ValueError as error:
+        raise click.BadParameter(f"not JSON: {error}", param_hint="--resources") from None
+    with console.status("Starting Ray and Serve"):
+        info = cluster.up(
+            ray_port=ray_port, http_host=http_host, http_port=http_port, dashboard_port=dashboard_port,
+            num_cpus=num_cpus, num_gpus=num_gpus, resources=extra,
+        )
+    console.print(f"Platform up. Ray: {info.address}  HTTP: {info.http_url}  Dashboard: {info.dashboard_url}")
+
+
+@click.command()
+@friendly_errors
+def down() -> None:
+    """Stop the local Ray cluster that `platform up` started."""
+    with console.status("Stopping Serve and Ray"):
+        stopped = cluster.down()
+    console.print("Platform stopped." if stopped else "No local platform was running.")

@@ -1,0 +1,84 @@
+"""`platform deploy` and `platform run`: an App class from a file -> a serving app."""
+
+from __future__ import annotations
+
+import secrets
+import signal
+import threading
+from typing import Optional
+
+import click
+
+from tenantserve.adapters.fal.bundle import AppBundle, prepare
+from tenantserve.adapters.fal.loader import AppLoadError
+from tenantserve.adapters.fal.options import OptionsError
+from tenantserve.platform import apps
+from tenantserve.platform.registry import Registry
+
+from .common import address_option, checked_user, connect_cluster, console, friendly_errors, user_option
+
+
+def _load(ref: str, user: str, app_name: Optional[str]) -> AppBundle:
+    with console.status(f"Loading {ref}"):
+        try:
+            return prepare(ref, owner=checked_user(user), app_name=app_name)
+        except (AppLoadError, OptionsError) as error:
+            raise click.ClickException(str(error)) from None
+
+
+def _deploy(bundle: AppBundle, http_url: str, registry: Optional[Registry]) -> str:
+    label = f"{bundle.owner}/{bundle.app_name}"
+    with console.status(f"Deploying {label}") as status:
+        def progress(line: str) -> None:
+            console.print(f"  {line}")
+            status.update(f"Deploying {label}: {line}")
+
+        try:
+            return apps.deploy(bundle, http_url, registry, progress)
+        except apps.DeployError as error:
+            raise click.ClickException(f"deploy of {label} failed:\n{error}") from None
+
+
+@click.command()
+@click.argument("ref", metavar="FILE::CLASS")
+@click.option("--app-name", default=None, help="Name of the app (default: the class's, in kebab-case).")
+@user_option
+@address_option
+@friendly_errors
+def deploy(ref: str, app_name: Optional[str], user: str, address: Optional[str]) -> None:
+    """Deploy an App class; wait until it answers and print its URL."""
+    bundle = _load(ref, user, app_name)
+    cluster = connect_cluster(address)
+    url = _deploy(bundle, cluster.http_url, Registry())
+    console.print(f"[green]Deployed[/green] {bundle.owner}/{bundle.app_name} (revision {bundle.revision})")
+    console.print(f"  URL: {url}")
+
+
+@click.command()
+@click.argument("ref", metavar="FILE::CLASS")
+@user_option
+@address_option
+@friendly_errors
+def run(ref: str, user: str, address: Optional[str]) -> None:
+    """Serve an App class until Ctrl-C, then remove it."""
+    loaded = _load(ref, user, None)
+    bundle = AppBundle(
+        owner=loaded.owner,
+        app_name=f"{loaded.app_name}-{secrets.token_hex(3)}"[:63],
+        source=loaded.source,
+        options=loaded.options.model_copy(update={"app_auth": "public"}),
+        local_modules=loaded.local_modules,
+    )
+    cluster = connect_cluster(address)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        url = _deploy(bundle, cluster.http_url, registry=None)
+        console.print(f"Access your exposed service at {url}")
+        console.print("Press Ctrl-C to stop it.")
+        stop.wait()
+    finally:
+        with console.status("Removing the app"):
+            apps.delete(bundle.owner, bundle.app_name, registry=None)
+        console.print(f"Removed {bundle.owner}/{bundle.app_name}")

@@ -1,0 +1,180 @@
+"""Deploy, list and delete apps on Serve, each at `/<user>/<app>` on the platform's HTTP port.
+
+A deploy either ends with the new revision answering, or with the reason it failed and
+the app as it was before: a first deploy that fails leaves nothing behind, a redeploy that
+fails leaves the previous revision serving.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+import httpx
+import ray
+from ray import serve
+from ray.serve import RunTarget
+
+from tenantserve.adapters.fal.bundle import AppBundle
+from tenantserve.adapters.fal.deployment import to_application
+from tenantserve.adapters.fal.machines import UnplaceableError
+from tenantserve.adapters.fal.replica import SETUP_FAILED
+
+from .naming import route_prefix, serve_app_name
+from .registry import Registry
+
+Progress = Callable[[str], None]
+
+
+class DeployError(RuntimeError):
+    """A deploy that did not reach a serving app; the message is what the user must know."""
+
+
+@dataclass
+class AppStatus:
+    owner: str
+    name: str
+    status: str
+    url: str
+    revision: Optional[str] = None
+    replicas: dict[str, int] = field(default_factory=dict)
+    message: str = ""
+
+
+def app_url(http_url: str, owner: str, app: str) -> str:
+    return f"{http_url.rstrip('/')}{route_prefix(owner, app)}"
+
+
+def _serve_status(name: str) -> Optional[Any]:
+    return serve.status().applications.get(name)
+
+
+def _replica_summary(app_status: Any) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for deployment in app_status.deployments.values():
+        for state, count in deployment.replica_states.items():
+            counts[str(getattr(state, "value", state))] = counts.get(str(getattr(state, "value", state)), 0) + count
+    return counts
+
+
+def _failure_message(app_status: Any) -> str:
+    """Serve's reason, cut down to the app's own traceback when setup() raised."""
+    messages = [d.message for d in app_status.deployments.values() if d.message]
+    message = "\n".join(messages) or app_status.message or "the app failed to start"
+    start = message.rfind(SETUP_FAILED)
+    if start < 0:
+        return message
+    return "\n".join(line for line in message[start:].strip().splitlines() if "ray::" not in line)
+
+
+def _apply(bundle: AppBundle) -> None:
+    application = to_application(bundle, ray.cluster_resources())
+    serve.run_many(
+        [RunTarget(target=application, name=serve_app_name(bundle.owner, bundle.app_name),
+                   route_prefix=route_prefix(bundle.owner, bundle.app_name))],
+        wait_for_ingress_deployment_creation=False,
+        wait_for_applications_running=False,
+    )
+
+
+def _wait_running(name: str, timeout: float, progress: Progress) -> None:
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        app_status = _serve_status(name)
+        if app_status is not None:
+            state = str(getattr(app_status.status, "value", app_status.status))
+            if state == "RUNNING":
+                return
+            if state in ("DEPLOY_FAILED", "UNHEALTHY"):
+                raise DeployError(_failure_message(app_status))
+            replicas = ", ".join(f"{n} {s.lower()}" for s, n in sorted(_replica_summary(app_status).items()))
+            line = f"replicas: {replicas}" if replicas else "scheduling replicas"
+            if line != last:
+                progress(line)
+                last = line
+        time.sleep(0.2)
+    app_status = _serve_status(name)
+    detail = _failure_message(app_status) if app_status is not None else ""
+    raise DeployError(f"replicas were not ready within startup_timeout ({timeout:g}s). {detail}".strip())
+
+
+def _wait_answering(url: str, timeout: float = 30) -> None:
+    """Serve's proxies learn new routes a moment after the app runs; wait until they do."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/health", timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise DeployError(f"the app is running but {url}/health did not answer within {timeout:g}s")
+
+
+def deploy(
+    bundle: AppBundle,
+    http_url: str,
+    registry: Optional[Registry],
+    progress: Progress = lambda line: None,
+) -> str:
+    """Deploy a bundle and wait until it answers; returns its URL or raises DeployError."""
+    name = serve_app_name(bundle.owner, bundle.app_name)
+    previous = registry.get(bundle.owner, bundle.app_name) if registry else None
+    try:
+        if bundle.options.requirements:
+            progress(f"environment: {len(bundle.options.requirements)} requirement(s), built once per list")
+        _apply(bundle)
+    except UnplaceableError as error:
+        raise DeployError(str(error)) from None
+    try:
+        _wait_running(name, bundle.options.startup_timeout, progress)
+    except DeployError:
+        _restore(name, previous, progress)
+        raise
+    url = app_url(http_url, bundle.owner, bundle.app_name)
+    _wait_answering(url)
+    if registry is not None:
+        registry.put(bundle)
+    return url
+
+
+def _restore(name: str, previous: Optional[AppBundle], progress: Progress) -> None:
+    if previous is None:
+        progress("removing the failed app")
+        serve.delete(name)
+        return
+    progress(f"keeping revision {previous.revision} serving")
+    _apply(previous)
+    _wait_running(name, previous.options.startup_timeout, progress)
+
+
+def delete(owner: str, app: str, registry: Optional[Registry]) -> bool:
+    """Remove an app from Serve and the registry; False if neither knew it."""
+    name = serve_app_name(owner, app)
+    known = _serve_status(name) is not None
+    if known:
+        serve.delete(name)
+    forgotten = registry.delete(owner, app) if registry else False
+    return known or forgotten
+
+
+def list_apps(http_url: str, registry: Registry, owner: Optional[str] = None) -> list[AppStatus]:
+    serve_apps = serve.status().applications
+    result = []
+    for bundle in registry.list(owner):
+        app_status = serve_apps.get(serve_app_name(bundle.owner, bundle.app_name))
+        state = str(getattr(app_status.status, "value", app_status.status)) if app_status else "NOT_RUNNING"
+        result.append(
+            AppStatus(
+                owner=bundle.owner,
+                name=bundle.app_name,
+                status=state,
+                url=app_url(http_url, bundle.owner, bundle.app_name),
+                revision=bundle.revision,
+                replicas=_replica_summary(app_status) if app_status else {},
+                message=_failure_message(app_status) if app_status and state != "RUNNING" else "",
+            )
+        )
+    return result

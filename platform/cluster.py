@@ -1,0 +1,168 @@
+"""The Ray cluster under the platform: start a local one, connect to any, stop it.
+
+On one machine `up` starts a Ray head node and Serve's HTTP proxy and records where they
+are in the state directory; `connect` finds them there, or takes `--address` /
+`RAY_ADDRESS` for a cluster started elsewhere (`ray up`, KubeRay).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Optional
+
+DEFAULT_RAY_PORT = 6390  # Ray's own default, 6379, is Redis's port.
+DEFAULT_HTTP_PORT = 8000
+DEFAULT_DASHBOARD_PORT = 8265
+
+# Faster autoscaling signals: a request to an app scaled to zero wakes a replica in
+# about a second and a half instead of ten. They must be set before the cluster starts.
+CLUSTER_ENV = {
+    "RAY_SERVE_HANDLE_AUTOSCALING_METRIC_PUSH_INTERVAL_S": "0.2",
+    "RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S": "0.2",
+}
+
+
+class ClusterError(RuntimeError):
+    """The Ray cluster cannot be started or reached."""
+
+
+def state_dir() -> Path:
+    path = Path(os.environ.get("TENANTSERVE_HOME", "~/.tenantserve")).expanduser()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@dataclass
+class ClusterInfo:
+    address: str
+    http_url: str
+    dashboard_url: Optional[str] = None
+    started_here: bool = False
+
+
+def _state_file() -> Path:
+    return state_dir() / "cluster.json"
+
+
+def recorded() -> Optional[ClusterInfo]:
+    try:
+        return ClusterInfo(**json.loads(_state_file().read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def _ray_cli(*args: str, env: Optional[dict[str, str]] = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ray.scripts.scripts", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def _quiet_ray_logs() -> None:
+    for name in ("ray", "ray.serve"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _init(address: str) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    _quiet_ray_logs()
+    try:
+        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+    except Exception as error:  # ray raises ConnectionError, RuntimeError, ValueError here
+        raise ClusterError(f"cannot connect to the Ray cluster at {address}: {error}") from None
+    _quiet_ray_logs()
+
+
+def _reachable(address: str) -> bool:
+    return _ray_cli("status", f"--address={address}").returncode == 0
+
+
+def up(
+    *,
+    ray_port: int = DEFAULT_RAY_PORT,
+    http_host: str = "127.0.0.1",
+    http_port: int = DEFAULT_HTTP_PORT,
+    dashboard_port: int = DEFAULT_DASHBOARD_PORT,
+    num_cpus: Optional[float] = None,
+    num_gpus: Optional[int] = None,
+    resources: Optional[dict[str, float]] = None,
+) -> ClusterInfo:
+    """Start a local Ray head node with Serve, or return the one this machine already runs."""
+    current = recorded()
+    if current and current.started_here and _reachable(current.address):
+        connect(current.address)
+        return current
+    address = f"127.0.0.1:{ray_port}"
+    args = [
+        "start", "--head", f"--port={ray_port}", "--node-ip-address=127.0.0.1",
+        "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}", "--disable-usage-stats",
+    ]
+    if num_cpus is not None:
+        args.append(f"--num-cpus={num_cpus:g}")
+    if num_gpus is not None:
+        args.append(f"--num-gpus={num_gpus}")
+    if resources:
+        args.append(f"--resources={json.dumps(resources)}")
+    started = _ray_cli(*args, env=CLUSTER_ENV)
+    if started.returncode != 0:
+        raise ClusterError(f"`ray start` failed:\n{started.stderr.strip() or started.stdout.strip()}")
+    _init(address)
+    from ray import serve
+
+    serve.start(http_options={"host": http_host, "port": http_port})
+    info = ClusterInfo(
+        address=address,
+        http_url=f"http://{'127.0.0.1' if http_host in ('0.0.0.0', '::') else http_host}:{http_port}",
+        dashboard_url=f"http://127.0.0.1:{dashboard_port}",
+        started_here=True,
+    )
+    _state_file().write_text(json.dumps(asdict(info)))
+    return info
+
+
+def connect(address: Optional[str] = None, *, start: bool = True) -> ClusterInfo:
+    """Connect this process to the platform's cluster, starting a local one if none runs."""
+    address = address or os.environ.get("RAY_ADDRESS")
+    current = recorded()
+    if address is None:
+        if current is None:
+            if not start:
+                raise ClusterError("no platform is running here: start one with `platform up`")
+            return up()
+        address = current.address
+    _init(address)
+    from ray import serve
+
+    serve.start()  # a no-op when Serve runs; otherwise Serve with its default HTTP options
+    if current and current.address == address:
+        return current
+    return ClusterInfo(address=address, http_url=os.environ.get("TENANTSERVE_URL", f"http://127.0.0.1:{DEFAULT_HTTP_PORT}"))
+
+
+def down() -> bool:
+    """Stop Serve and the local Ray cluster that `up` started; False if there was none."""
+    current = recorded()
+    if current is None or not current.started_here:
+        return False
+    if _reachable(current.address):
+        _init(current.address)
+        from ray import serve
+
+        serve.shutdown()
+        import ray
+
+        ray.shutdown()
+    _ray_cli("stop")
+    _state_file().unlink(missing_ok=True)
+    return True
