@@ -67,7 +67,7 @@ def run(ref: str, user: str, address: Optional[str]) -> None:
         app_name=f"{loaded.app_name}-{secrets.token_hex(3)}"[:63],
         source=loaded.source,
         options=loaded.options.model_copy(update={"app_auth": "public"}),
-        local_modules=loaded.local_modules,
+        local_files=loaded.local_files,
     )
     cluster = connect_cluster(address)
     stop = threading.Event()

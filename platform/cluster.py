@@ -28,6 +28,12 @@ CLUSTER_ENV = {
 }
 
 
+# Ray 2.60 turns token authentication on for a new local cluster once a token exists in
+# ~/.ray/auth_token, but a driver connecting with the mode unset sends none. The platform
+# says "token" to both sides; Ray makes the token the first time.
+AUTH_MODE = ("RAY_AUTH_MODE", "token")
+
+
 class ClusterError(RuntimeError):
     """The Ray cluster cannot be started or reached."""
 
@@ -44,6 +50,7 @@ class ClusterInfo:
     http_url: str
     dashboard_url: Optional[str] = None
     started_here: bool = False
+    auth_mode: Optional[str] = None
 
 
 def _state_file() -> Path:
@@ -71,11 +78,17 @@ def _quiet_ray_logs() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def _init(address: str) -> None:
+def _init(address: str, auth_mode: Optional[str] = None) -> None:
     import ray
 
     if ray.is_initialized():
         return
+    if auth_mode and os.environ.get(AUTH_MODE[0]) != auth_mode:
+        os.environ[AUTH_MODE[0]] = auth_mode
+        # Ray reads its config once at import; reload it so this driver sends the token.
+        from ray._raylet import Config
+
+        Config.initialize("")
     _quiet_ray_logs()
     try:
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
@@ -84,8 +97,9 @@ def _init(address: str) -> None:
     _quiet_ray_logs()
 
 
-def _reachable(address: str) -> bool:
-    return _ray_cli("status", f"--address={address}").returncode == 0
+def _reachable(info: ClusterInfo) -> bool:
+    env = {AUTH_MODE[0]: info.auth_mode} if info.auth_mode else None
+    return _ray_cli("status", f"--address={info.address}", env=env).returncode == 0
 
 
 def up(
@@ -100,12 +114,12 @@ def up(
 ) -> ClusterInfo:
     """Start a local Ray head node with Serve, or return the one this machine already runs."""
     current = recorded()
-    if current and current.started_here and _reachable(current.address):
+    if current and current.started_here and _reachable(current):
         connect(current.address)
         return current
     address = f"127.0.0.1:{ray_port}"
     args = [
-        "start", "--head", f"--port={ray_port}", "--node-ip-address=127.0.0.1",
+        "start", "--head", f"--port={ray_port}",
         "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}", "--disable-usage-stats",
     ]
     if num_cpus is not None:
@@ -114,10 +128,11 @@ def up(
         args.append(f"--num-gpus={num_gpus}")
     if resources:
         args.append(f"--resources={json.dumps(resources)}")
-    started = _ray_cli(*args, env=CLUSTER_ENV)
+    auth_mode = os.environ.get(AUTH_MODE[0], AUTH_MODE[1])
+    started = _ray_cli(*args, env={**CLUSTER_ENV, AUTH_MODE[0]: auth_mode})
     if started.returncode != 0:
         raise ClusterError(f"`ray start` failed:\n{started.stderr.strip() or started.stdout.strip()}")
-    _init(address)
+    _init(address, auth_mode)
     from ray import serve
 
     serve.start(http_options={"host": http_host, "port": http_port})
@@ -126,6 +141,7 @@ def up(
         http_url=f"http://{'127.0.0.1' if http_host in ('0.0.0.0', '::') else http_host}:{http_port}",
         dashboard_url=f"http://127.0.0.1:{dashboard_port}",
         started_here=True,
+        auth_mode=auth_mode,
     )
     _state_file().write_text(json.dumps(asdict(info)))
     return info
@@ -141,7 +157,7 @@ def connect(address: Optional[str] = None, *, start: bool = True) -> ClusterInfo
                 raise ClusterError("no platform is running here: start one with `platform up`")
             return up()
         address = current.address
-    _init(address)
+    _init(address, current.auth_mode if current and current.address == address else None)
     from ray import serve
 
     serve.start()  # a no-op when Serve runs; otherwise Serve with its default HTTP options
@@ -155,8 +171,8 @@ def down() -> bool:
     current = recorded()
     if current is None or not current.started_here:
         return False
-    if _reachable(current.address):
-        _init(current.address)
+    if _reachable(current):
+        _init(current.address, current.auth_mode)
         from ray import serve
 
         serve.shutdown()

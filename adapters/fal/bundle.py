@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import importlib.util
 import json
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -21,7 +23,8 @@ class AppBundle:
     app_name: str
     source: AppSource
     options: AppOptions
-    local_modules: tuple[str, ...] = field(default=())
+    # `local_python_modules`, as {path relative to the import root: base64 of the bytes}.
+    local_files: dict[str, str] = field(default_factory=dict)
 
     @property
     def revision(self) -> str:
@@ -29,7 +32,20 @@ class AppBundle:
         digest = hashlib.sha256()
         digest.update(self.source.digest.encode())
         digest.update(self.options.model_dump_json().encode())
+        digest.update(json.dumps(self.local_files, sort_keys=True).encode())
         return digest.hexdigest()[:12]
+
+    def unpack_local_modules(self) -> Optional[Path]:
+        """Write the shipped modules under a folder named by revision; return it for sys.path."""
+        if not self.local_files:
+            return None
+        root = Path(tempfile.gettempdir()) / "tenantserve-modules" / self.revision
+        for relative, data in self.local_files.items():
+            target = root / relative
+            if not target.exists():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(base64.b64decode(data))
+        return root
 
     def to_json(self) -> str:
         data = asdict(self)
@@ -44,21 +60,31 @@ class AppBundle:
             app_name=data["app_name"],
             source=AppSource(**data["source"]),
             options=AppOptions(**data["options"]),
-            local_modules=tuple(data.get("local_modules", ())),
+            local_files=data.get("local_files", {}),
         )
 
 
-def _module_path(name: str, app_dir: Path) -> str:
-    """Where a `local_python_modules` entry lives on this machine, to ship it to replicas."""
-    candidates = [app_dir / name.replace(".", "/"), app_dir / f"{name.replace('.', '/')}.py"]
-    for candidate in candidates:
-        if candidate.exists():
-            return str(candidate.resolve())
-    spec = importlib.util.find_spec(name)
-    if spec is None or spec.origin is None:
-        raise AppLoadError(f"local_python_modules: cannot find module {name!r}")
-    origin = Path(spec.origin)
-    return str(origin.parent if origin.name == "__init__.py" else origin)
+MAX_LOCAL_MODULE_BYTES = 20 * 1024 * 1024
+
+
+def _module_files(name: str, app_dir: Path) -> dict[str, str]:
+    """The files of a `local_python_modules` entry, found beside the app file or on sys.path."""
+    top = name.split(".")[0]
+    candidates = [app_dir / top, app_dir / f"{top}.py"]
+    found = next((c for c in candidates if c.exists()), None)
+    if found is None:
+        spec = importlib.util.find_spec(top)
+        if spec is None or spec.origin is None:
+            raise AppLoadError(f"local_python_modules: cannot find module {name!r}")
+        origin = Path(spec.origin)
+        found = origin.parent if origin.name == "__init__.py" else origin
+    paths = [found] if found.is_file() else sorted(
+        p for p in found.rglob("*") if p.is_file() and "__pycache__" not in p.parts
+    )
+    files = {str(p.relative_to(found.parent)): base64.b64encode(p.read_bytes()).decode() for p in paths}
+    if sum(len(v) for v in files.values()) > MAX_LOCAL_MODULE_BYTES:
+        raise AppLoadError(f"local_python_modules: {name!r} is over 20 MB; install it as a requirement instead")
+    return files
 
 
 def prepare(ref: str, owner: str, app_name: Optional[str] = None) -> AppBundle:
@@ -75,7 +101,9 @@ def prepare(ref: str, owner: str, app_name: Optional[str] = None) -> AppBundle:
         app_name=app_name or options.name or kebab_case(source.class_name),
         source=source,
         options=options,
-        local_modules=tuple(_module_path(name, app_dir) for name in options.local_python_modules),
+        local_files={
+            path: data for name in options.local_python_modules for path, data in _module_files(name, app_dir).items()
+        },
     )
 
 

@@ -16,12 +16,11 @@ CONSTRUCTOR_RETRIES = 2
 
 
 def runtime_env(bundle: AppBundle) -> dict[str, Any]:
-    """`requirements` -> a per-app environment built by uv (cached by Ray per package list)."""
+    """`requirements` -> a per-app virtualenv that uv builds on top of the node's packages;
+    Ray caches it by package list, so the next deploy with the same list reuses it."""
     env: dict[str, Any] = {}
     if bundle.options.requirements:
         env["uv"] = {"packages": list(bundle.options.requirements)}
-    if bundle.local_modules:
-        env["py_modules"] = list(bundle.local_modules)
     return env
 
 

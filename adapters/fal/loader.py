@@ -66,19 +66,20 @@ def read_source(ref: str) -> tuple[AppSource, type]:
     except (OSError, UnicodeDecodeError) as error:
         raise AppLoadError(f"{path}: cannot read: {error}") from None
     source = AppSource(filename=str(path.resolve()), source=text, class_name=class_name or "")
-    module = _run_module(source.filename, text, source.module_name)
+    module = _run_module(source.filename, text, source.module_name, search_app_dir=True)
     class_name = class_name or _only_app_class(module, path)
     source = AppSource(filename=source.filename, source=text, class_name=class_name)
     return source, _app_class(module, class_name, path)
 
 
 def load_class(source: AppSource) -> tuple[type, types.ModuleType]:
-    """Load the App class from source text (in a replica)."""
+    """Load the App class from source text (in a replica, where only `local_python_modules`
+    are importable besides installed packages, as on a node that never saw the app's folder)."""
     module = _run_module(source.filename, source.source, source.module_name)
     return _app_class(module, source.class_name, Path(source.filename)), module
 
 
-def _run_module(filename: str, text: str, module_name: str) -> types.ModuleType:
+def _run_module(filename: str, text: str, module_name: str, search_app_dir: bool = False) -> types.ModuleType:
     install_fal_alias()
     try:
         code = compile(text, filename, "exec")
@@ -89,7 +90,7 @@ def _run_module(filename: str, text: str, module_name: str) -> types.ModuleType:
     linecache.cache[filename] = (len(text), None, text.splitlines(True), filename)
     sys.modules[module_name] = module
     directory = str(Path(filename).parent)
-    added = directory not in sys.path and Path(directory).is_dir()
+    added = search_app_dir and directory not in sys.path and Path(directory).is_dir()
     if added:
         sys.path.insert(0, directory)
     try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import sys
 import traceback
 from typing import Any
 
@@ -38,6 +39,9 @@ def _user_traceback(error: BaseException, filename: str) -> str:
 class FalAppReplica:
     async def __init__(self, bundle_json: str) -> None:
         self._bundle = bundle = AppBundle.from_json(bundle_json)
+        modules_root = bundle.unpack_local_modules()
+        if modules_root is not None:
+            sys.path.insert(0, str(modules_root))
         app_class, module = load_class(bundle.source)
         # Output models defined in the app file travel back to handle callers by value.
         ray.cloudpickle.register_pickle_by_value(module)

@@ -1,0 +1,22 @@
+import asyncio
+import os
+
+import fal
+from pydantic import BaseModel
+
+
+class Loaded(BaseModel):
+    model: str
+    pid: int
+
+
+class AsyncLoader(fal.App, name="async-loader"):
+    machine_type = "XS"
+
+    async def setup(self) -> None:
+        await asyncio.sleep(0.1)
+        self.model = "loaded asynchronously"
+
+    @fal.endpoint("/")
+    async def which(self) -> Loaded:
+        return Loaded(model=self.model, pid=os.getpid())

@@ -1,0 +1,22 @@
+import os
+import time
+
+import fal
+from pydantic import BaseModel
+
+
+class Hold(BaseModel):
+    seconds: float = 0
+
+
+class Served(BaseModel):
+    pid: int
+
+
+class Sleepy(fal.App, keep_alive=2, min_concurrency=0, max_concurrency=1, max_multiplexing=1):
+    machine_type = "XS"
+
+    @fal.endpoint("/")
+    def serve(self, request: Hold) -> Served:
+        time.sleep(request.seconds)
+        return Served(pid=os.getpid())

@@ -1,0 +1,89 @@
+"""One real local Ray cluster with Serve for the whole test session, started by `platform up`.
+
+The node advertises a fake A100 (`--num-gpus=1` plus the `accelerator_type:A100`
+resource), so GPU placement is tested without a GPU.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+import pytest
+from click.testing import CliRunner, Result
+
+APPS = Path(__file__).parent / "apps"
+ROOT = Path(__file__).parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def platform_cmd(*args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run the installed `platform` console script as a user would."""
+    exe = shutil.which("platform") or str(Path(sys.executable).parent / "platform")
+    result = subprocess.run([exe, *args], capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"platform {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    home = tmp_path_factory.mktemp("tenantserve-home")
+    os.environ["TENANTSERVE_HOME"] = str(home)
+    # Nothing in the test process may quietly start a second, private Ray instance.
+    os.environ["RAY_ENABLE_AUTO_CONNECT"] = "0"
+    os.environ.pop("RAY_ADDRESS", None)
+    http_port = free_port()
+    platform_cmd(
+        "up", f"--port={free_port()}", f"--http-port={http_port}", f"--dashboard-port={free_port()}",
+        "--num-cpus=8", "--num-gpus=1", "--resources", json.dumps({"accelerator_type:A100": 1}),
+    )
+    info = json.loads((home / "cluster.json").read_text())
+    try:
+        yield info
+    finally:
+        from tenantserve.platform.cluster import down
+
+        down()
+
+
+@pytest.fixture(scope="session")
+def base_url(cluster: dict) -> str:
+    return cluster["http_url"]
+
+
+@pytest.fixture(scope="session")
+def http(base_url: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=base_url, timeout=60) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def cli(cluster: dict):
+    """Invoke the `platform` CLI in this process (sharing its Ray connection)."""
+    from tenantserve.cli.main import cli as platform_cli
+
+    runner = CliRunner()
+
+    def invoke(*args: str) -> Result:
+        return runner.invoke(platform_cli, list(args), catch_exceptions=False)
+
+    return invoke
+
+
+def deployed(cli, ref: str, *extra: str) -> Result:
+    result = cli("deploy", str(APPS / ref) if "/" not in ref else ref, *extra)
+    assert result.exit_code == 0, result.output
+    return result

@@ -1,0 +1,67 @@
+"""Machine types, requirements and scaling map onto Ray's resources and autoscaler."""
+
+import concurrent.futures
+import time
+
+import ray
+
+from conftest import APPS, deployed
+
+
+def test_gpu_app_lands_on_the_a100_node(cli, http) -> None:
+    deployed(cli, f"{APPS}/gpu.py::GpuApp", "--user", "ivan")
+    placement = http.post("/ivan/gpu-app/").json()
+    assert placement["gpu_ids"] == [0]
+    assert placement["cuda_visible_devices"] == "0"
+    a100_nodes = [n["NodeID"] for n in ray.nodes() if n["Alive"] and n["Resources"].get("accelerator_type:A100")]
+    assert placement["node_id"] in a100_nodes
+
+
+def test_unplaceable_machine_type_fails_fast(cli, http) -> None:
+    started = time.monotonic()
+    result = cli("deploy", f"{APPS}/gpu.py::H100App", "--user", "ivan")
+    assert result.exit_code == 1
+    assert "accelerator_type:H100" in result.output and "GPU-H200" in result.output
+    assert time.monotonic() - started < 30
+    assert http.post("/ivan/h100-app/").status_code == 404
+
+
+def test_requirements_get_their_own_environment(cli, http) -> None:
+    result = deployed(cli, f"{APPS}/requirements_app.py::Humanized", "--user", "judy")
+    assert "environment" in result.output
+    assert http.post("/judy/humanized/", json={"size": 3000000}).json() == {"text": "3.0 MB"}
+    deployed(cli, f"{APPS}/requirements_app.py::NoHumanize", "--user", "judy")
+    assert http.post("/judy/no-humanize/").json() == {"text": "absent"}
+    # The same list again reuses the environment Ray built for it.
+    started = time.monotonic()
+    deployed(cli, f"{APPS}/requirements_app.py::Humanized", "--user", "judy", "--app-name", "humanized-again")
+    assert http.post("/judy/humanized-again/", json={"size": 1000}).json() == {"text": "1.0 kB"}
+    assert time.monotonic() - started < 60
+
+
+def test_scales_to_zero_after_keep_alive_and_back(cli, http) -> None:
+    deployed(cli, f"{APPS}/scale_to_zero.py::Sleepy", "--user", "kim")
+    first = http.post("/kim/sleepy/", json={}).json()["pid"]
+
+    def running_replicas() -> int:
+        app = ray.serve.status().applications["kim.sleepy"]
+        return sum(d.replica_states.get("RUNNING", 0) for d in app.deployments.values())
+
+    deadline = time.monotonic() + 60
+    while running_replicas() > 0 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert running_replicas() == 0, "replica still running well after keep_alive"
+
+    started = time.monotonic()
+    again = http.post("/kim/sleepy/", json={})
+    assert again.status_code == 200 and again.json()["pid"] != first
+    assert time.monotonic() - started < 30
+
+
+def test_requests_beyond_capacity_wait_instead_of_failing(cli, http) -> None:
+    deployed(cli, f"{APPS}/scale_to_zero.py::Sleepy", "--user", "kim", "--app-name", "narrow")
+    # max_concurrency=1 and max_multiplexing=1: one request at a time, the rest queue.
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(lambda _: http.post("/kim/narrow/", json={"seconds": 0.3}), range(6)))
+    assert [a.status_code for a in answers] == [200] * 6
+    assert len({a.json()["pid"] for a in answers}) == 1
