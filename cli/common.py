@@ -13,7 +13,7 @@ from rich.console import Console
 from tenantserve.platform.cluster import ClusterError, ClusterInfo, connect
 from tenantserve.platform.naming import InvalidNameError, check_name
 
-console = Console(highlight=False)
+console = Console(highlight=False, soft_wrap=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
 

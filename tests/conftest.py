@@ -19,6 +19,10 @@ import httpx
 import pytest
 from click.testing import CliRunner, Result
 
+# Nothing in the test process may quietly start a second, private Ray instance (Ray reads
+# this when it is first imported).
+os.environ["RAY_ENABLE_AUTO_CONNECT"] = "0"
+
 APPS = Path(__file__).parent / "apps"
 ROOT = Path(__file__).parent.parent
 
@@ -42,8 +46,6 @@ def platform_cmd(*args: str, timeout: float = 300, check: bool = True) -> subpro
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     home = tmp_path_factory.mktemp("tenantserve-home")
     os.environ["TENANTSERVE_HOME"] = str(home)
-    # Nothing in the test process may quietly start a second, private Ray instance.
-    os.environ["RAY_ENABLE_AUTO_CONNECT"] = "0"
     os.environ.pop("RAY_ADDRESS", None)
     http_port = free_port()
     platform_cmd(

@@ -1,0 +1,40 @@
+"""The same trivial endpoint without tenantserve: bare Ray Serve, and plain uvicorn + FastAPI.
+
+No `from __future__ import annotations` here: this module travels to replicas by value,
+and FastAPI must see the real `Message` class, not its name."""
+
+
+from fastapi import FastAPI
+from pydantic import BaseModel
+from ray import serve
+
+
+class Message(BaseModel):
+    text: str
+
+
+def echo_api() -> FastAPI:
+    api = FastAPI()
+
+    @api.post("/")
+    def echo(request: Message) -> Message:
+        return request
+
+    return api
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=16)
+@serve.ingress(echo_api)
+class BareEcho:
+    pass
+
+
+def run_bare_serve(name: str, **autoscaling: object) -> str:
+    """Deploy the bare Serve baseline (this module travels by value); returns its route."""
+    import ray.cloudpickle
+    import sys
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    deployment = BareEcho.options(autoscaling_config=autoscaling) if autoscaling else BareEcho
+    serve.run(deployment.bind(), name=name, route_prefix=f"/{name}")
+    return f"/{name}/"

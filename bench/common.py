@@ -1,0 +1,101 @@
+"""Shared pieces of the benchmarks: a throwaway platform, a load generator, a report."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+
+BENCH = Path(__file__).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def platform(*args: str) -> str:
+    exe = str(Path(sys.executable).parent / "platform")
+    result = subprocess.run([exe, *args], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SystemExit(f"platform {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result.stdout
+
+
+@contextlib.contextmanager
+def local_platform() -> Iterator[str]:
+    """A platform of its own (state, Ray and HTTP ports) for one benchmark run; yields its URL."""
+    with tempfile.TemporaryDirectory() as home:
+        os.environ["TENANTSERVE_HOME"] = home
+        os.environ.pop("RAY_ADDRESS", None)
+        platform("up", f"--port={free_port()}", f"--http-port={free_port()}", f"--dashboard-port={free_port()}")
+        from tenantserve.platform.cluster import connect
+
+        connect(start=False)  # this process drives Serve too (the bare baseline apps)
+        try:
+            yield json.loads((Path(home) / "cluster.json").read_text())["http_url"]
+        finally:
+            from tenantserve.platform.cluster import down
+
+            down()
+
+
+def wait_ok(url: str, payload: dict, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.post(url, json=payload, timeout=10).status_code == 200:
+                return
+        time.sleep(0.2)
+    raise SystemExit(f"{url} did not answer")
+
+
+async def _load(url: str, payload: dict, clients: int, seconds: float) -> tuple[list[float], int]:
+    latencies: list[float] = []
+    errors = 0
+    stop = time.perf_counter() + seconds
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
+
+        async def worker() -> None:
+            nonlocal errors
+            while time.perf_counter() < stop:
+                started = time.perf_counter()
+                response = await client.post(url, json=payload)
+                if response.status_code != 200:
+                    errors += 1
+                latencies.append(time.perf_counter() - started)
+
+        await asyncio.gather(*(worker() for _ in range(clients)))
+    return latencies, errors
+
+
+def load(url: str, payload: dict, clients: int, seconds: float) -> dict[str, float]:
+    """p50/p99 latency (ms) and throughput (req/s) of `clients` closed-loop clients."""
+    asyncio.run(_load(url, payload, clients, 1.0))  # warm up connections and replicas
+    latencies, errors = asyncio.run(_load(url, payload, clients, seconds))
+    if errors:
+        raise SystemExit(f"{errors} failed requests to {url}")
+    latencies.sort()
+    return {
+        "p50_ms": statistics.median(latencies) * 1000,
+        "p99_ms": latencies[int(len(latencies) * 0.99) - 1] * 1000,
+        "rps": len(latencies) / seconds,
+    }
+
+
+def table(rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) for row in rows)

@@ -1,0 +1,42 @@
+"""`platform run` serves an ephemeral app until Ctrl-C, then removes it."""
+
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from conftest import APPS
+
+
+def test_run_serves_until_interrupted(cluster, http) -> None:
+    exe = shutil.which("platform") or str(Path(sys.executable).parent / "platform")
+    proc = subprocess.Popen(
+        [exe, "run", f"{APPS}/versioned.py::Versioned", "--user", "mia"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        url = None
+        deadline = time.monotonic() + 120
+        lines = []
+        while url is None and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            match = re.search(r"Access your exposed service at (\S+)", line)
+            url = match.group(1) if match else None
+        assert url, "".join(lines)
+        assert re.fullmatch(r".*/mia/versioned-[0-9a-f]{6}", url)
+        assert http.post(url + "/").json() == {"version": "v1", "calls": 1}
+    finally:
+        proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, output
+    assert "Removed mia/versioned-" in output
+    deadline = time.monotonic() + 30
+    while http.post(url + "/").status_code != 404 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert http.post(url + "/").status_code == 404
