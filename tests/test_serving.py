@@ -98,3 +98,12 @@ def test_two_users_side_by_side(cli, http) -> None:
 def test_local_python_modules_travel_to_replicas(cli, http) -> None:
     deployed(cli, f"{APPS}/local_modules.py::Shouter", "--user", "erin")
     assert http.post("/erin/shouter/", json={"text": "hi"}).json() == {"text": "HI!"}
+
+
+def test_websocket_endpoint(cli, base_url) -> None:
+    from websockets.sync.client import connect
+
+    deployed(cli, f"{APPS}/errors.py::Chat", "--user", "bob")
+    with connect(base_url.replace("http://", "ws://") + "/bob/chat/ws") as ws:
+        ws.send("hello")
+        assert ws.recv(timeout=10) == "HELLO"

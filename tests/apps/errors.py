@@ -42,3 +42,13 @@ class Errors(fal.App, request_timeout=1, max_multiplexing=4):
     def slow_sync(self, request: Sleep) -> Value:
         time.sleep(request.seconds)
         return Value(value=2)
+
+
+class Chat(fal.App):
+    machine_type = "XS"
+
+    @fal.endpoint("/ws", is_websocket=True)
+    async def chat(self, websocket) -> None:
+        await websocket.accept()
+        async for text in websocket.iter_text():
+            await websocket.send_text(text.upper())
