@@ -48,7 +48,7 @@ def test_bad_references(tmp_path) -> None:
     broken.write_text("import fal\nclass A(fal.App:\n")
     with pytest.raises(AppLoadError, match="line 2"):
         prepare(f"{broken}::A", owner="alice")
-    with pytest.raises(AppLoadError, match=r"no class 'Nope' \(App classes found: Errors\)"):
+    with pytest.raises(AppLoadError, match=r"no class 'Nope' \(App classes found: Errors, Chat\)"):
         prepare(f"{APPS}/errors.py::Nope", owner="alice")
     with pytest.raises(AppLoadError, match="App classes found: Humanized, NoHumanize"):
         prepare(f"{APPS}/requirements_app.py", owner="alice")

@@ -4,6 +4,7 @@ import asyncio
 import time
 
 import fal
+from fastapi import WebSocket
 from fal.exceptions import AppException, FieldException
 from pydantic import BaseModel
 
@@ -48,7 +49,7 @@ class Chat(fal.App):
     machine_type = "XS"
 
     @fal.endpoint("/ws", is_websocket=True)
-    async def chat(self, websocket) -> None:
+    async def chat(self, websocket: WebSocket) -> None:
         await websocket.accept()
         async for text in websocket.iter_text():
             await websocket.send_text(text.upper())
