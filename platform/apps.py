@@ -130,7 +130,7 @@ def deploy(
         raise DeployError(str(error)) from None
     try:
         _wait_running(name, bundle.options.startup_timeout, progress)
-    except DeployError:
+    except (DeployError, KeyboardInterrupt):
         _restore(name, previous, progress)
         raise
     url = app_url(http_url, bundle.owner, bundle.app_name)

@@ -138,7 +138,7 @@ def up(
     serve.start(http_options={"host": http_host, "port": http_port})
     info = ClusterInfo(
         address=address,
-        http_url=f"http://{'127.0.0.1' if http_host in ('0.0.0.0', '::') else http_host}:{http_port}",
+        http_url=_serve_http_url(),
         dashboard_url=f"http://127.0.0.1:{dashboard_port}",
         started_here=True,
         auth_mode=auth_mode,
@@ -163,7 +163,16 @@ def connect(address: Optional[str] = None, *, start: bool = True) -> ClusterInfo
     serve.start()  # a no-op when Serve runs; otherwise Serve with its default HTTP options
     if current and current.address == address:
         return current
-    return ClusterInfo(address=address, http_url=os.environ.get("TENANTSERVE_URL", f"http://127.0.0.1:{DEFAULT_HTTP_PORT}"))
+    return ClusterInfo(address=address, http_url=os.environ.get("TENANTSERVE_URL") or _serve_http_url())
+
+
+def _serve_http_url() -> str:
+    """Where this cluster's Serve proxies listen, as Serve's controller reports it."""
+    from ray.serve.context import _get_global_client
+
+    options = _get_global_client().http_config
+    host = "127.0.0.1" if options.host in ("0.0.0.0", "::", "") else options.host
+    return f"http://{host}:{options.port}"
 
 
 def down() -> bool:

@@ -40,3 +40,21 @@ def test_run_serves_until_interrupted(cluster, http) -> None:
     while http.post(url + "/").status_code != 404 and time.monotonic() < deadline:
         time.sleep(0.2)
     assert http.post(url + "/").status_code == 404
+
+
+def test_deploy_to_a_cluster_by_address(cluster, http, tmp_path) -> None:
+    """A CLI on a machine that never ran `platform up` reaches the cluster through RAY_ADDRESS."""
+    exe = shutil.which("platform") or str(Path(sys.executable).parent / "platform")
+    env = {
+        **__import__("os").environ,
+        "TENANTSERVE_HOME": str(tmp_path / "elsewhere"),
+        "RAY_ADDRESS": cluster["address"],
+        "RAY_AUTH_MODE": "token",
+    }
+    result = subprocess.run(
+        [exe, "deploy", f"{APPS}/async_setup.py::AsyncLoader", "--user", "remote", "--app-name", "far"],
+        capture_output=True, text=True, env=env, timeout=180,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"{cluster['http_url']}/remote/far" in result.stdout
+    assert http.post("/remote/far/").json()["model"] == "loaded asynchronously"

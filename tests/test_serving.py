@@ -3,6 +3,7 @@
 import base64
 import io
 import time
+from pathlib import Path
 
 from PIL import Image
 
@@ -59,6 +60,10 @@ def test_app_errors_reach_the_client(cli, http) -> None:
     crash = http.post("/alice/errors/crash")
     assert crash.status_code == 500 and crash.json()["request_id"]
     assert "divided by zero" not in crash.text  # the traceback goes to the logs, not the client
+    assert _replica_log_mentions("alice.errors", crash.json()["request_id"], "ZeroDivisionError")
+
+    oom = http.post("/alice/errors/oom")
+    assert oom.status_code == 503 and "out of memory" in oom.json()["detail"]
 
     started = time.monotonic()
     slow = http.post("/alice/errors/slow", json={"seconds": 30})
@@ -66,6 +71,18 @@ def test_app_errors_reach_the_client(cli, http) -> None:
     assert time.monotonic() - started < 10
     assert http.post("/alice/errors/slow-sync", json={"seconds": 5}).status_code == 504
     assert http.post("/alice/errors/slow", json={"seconds": 0.01}).json() == {"value": 1}
+
+
+def _replica_log_mentions(serve_app: str, *needles: str, timeout: float = 15) -> bool:
+    logs = Path("/tmp/ray/session_latest/logs/serve")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for log in logs.glob(f"replica_{serve_app}_*.log"):
+            text = log.read_text(errors="replace")
+            if all(needle in text for needle in needles):
+                return True
+        time.sleep(0.5)
+    return False
 
 
 def test_async_setup(cli, http) -> None:
@@ -107,3 +124,17 @@ def test_websocket_endpoint(cli, base_url) -> None:
     with connect(base_url.replace("http://", "ws://") + "/bob/chat/ws") as ws:
         ws.send("hello")
         assert ws.recv(timeout=10) == "HELLO"
+
+
+def test_teardown_runs_when_the_app_is_deleted(cli, http, tmp_path) -> None:
+    marker = tmp_path / "teardown-marker"
+    app_file = tmp_path / "tidy.py"
+    app_file.write_text((APPS / "teardown_app.py").read_text().replace("/tmp/tenantserve-teardown-marker", str(marker)))
+    deployed(cli, f"{app_file}::Tidy", "--user", "bob")
+    assert http.post("/bob/tidy/").json() == {"ok": True}
+    assert not marker.exists()
+    assert cli("apps", "delete", "tidy", "--user", "bob").exit_code == 0
+    deadline = time.monotonic() + 30
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert marker.read_text() == "closed open"

@@ -22,7 +22,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .sdk import EndpointSpec
 from .sdk.exceptions import AppException, FieldException
 
-logger = logging.getLogger("tenantserve.app")
+# Serve's logger writes to the replica's log file, tagged with the request id.
+logger = logging.getLogger("ray.serve")
 
 _HTTP_REQUEST_PARAM = "tenantserve_http_request"
 

@@ -34,6 +34,13 @@ class Errors(fal.App, request_timeout=1, max_multiplexing=4):
     def crash(self) -> Value:
         raise ZeroDivisionError("the model divided by zero")
 
+    @fal.endpoint("/oom")
+    def oom(self) -> Value:
+        class OutOfMemoryError(RuntimeError):
+            """What torch.cuda raises."""
+
+        raise OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
     @fal.endpoint("/slow")
     async def slow(self, request: Sleep) -> Value:
         await asyncio.sleep(request.seconds)
