@@ -5,16 +5,22 @@ from __future__ import annotations
 import functools
 import getpass
 import os
-from typing import Any, Callable, TypeVar
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, TypeVar
 
 import click
 from rich.console import Console
 
-from tenantserve.platform.cluster import ClusterError, ClusterInfo, connect
+from tenantserve.platform.cluster import ClusterError, ClusterInfo, connect, state_dir
 from tenantserve.platform.naming import InvalidNameError, check_name
+from tenantserve.platform.registry import Registry, RegistryError
 
 console = Console(highlight=False, soft_wrap=True)
+if not console.is_terminal:
+    console.width = 200  # piped output: tables whole, not cut at 80 columns
 F = TypeVar("F", bound=Callable[..., Any])
+
+KEY_ENV_VARS = ("TENANTSERVE_KEY", "FAL_KEY")
 
 
 def default_user() -> str:
@@ -26,8 +32,7 @@ address_option = click.option(
     help="Ray cluster address (default: the local platform, started if none runs).",
 )
 user_option = click.option(
-    "--user", default=default_user, show_default="$TENANTSERVE_USER or your login name",
-    help="The user the command acts as.",
+    "--user", default=None, help="Act as this user (an admin's key may act for any user; default: the key's own).",
 )
 
 
@@ -36,8 +41,62 @@ def connect_cluster(address: str | None) -> ClusterInfo:
         return connect(address)
 
 
-def checked_user(user: str) -> str:
-    return check_name("user", user)
+def _credentials_file():  # type: ignore[no-untyped-def]
+    return state_dir() / "credentials"
+
+
+def configured_key() -> Optional[str]:
+    """The caller's `key_id:secret`: $TENANTSERVE_KEY, $FAL_KEY, or the saved credentials."""
+    for name in KEY_ENV_VARS:
+        if os.environ.get(name):
+            return os.environ[name].strip()
+    path = _credentials_file()
+    return path.read_text().strip() if path.exists() else None
+
+
+def save_key(key: str) -> None:
+    path = _credentials_file()
+    path.write_text(key + "\n")
+    path.chmod(0o600)
+
+
+@dataclass(frozen=True)
+class Caller:
+    user: str
+    admin: bool
+
+
+def caller(registry: Registry) -> Caller:
+    """The user behind the configured key. On a platform with no users yet, the first
+    caller becomes its admin, with a key saved in the state directory."""
+    key = configured_key()
+    if key is None and not registry.has_users():
+        name = check_name("user", default_user())
+        registry.create_user(name, admin=True)
+        save_key(registry.create_key(name, label="bootstrap"))
+        console.print(f"Created admin user {name}; its API key is in {_credentials_file()}")
+        return Caller(name, True)
+    if key is None:
+        raise click.ClickException(
+            "no API key: set TENANTSERVE_KEY (or FAL_KEY) to KEY_ID:KEY_SECRET, or run `platform login KEY`"
+        )
+    user = registry.authenticate(key)
+    if user is None:
+        raise click.ClickException("the configured API key is unknown or revoked")
+    return Caller(user, bool(registry.user(user)))
+
+
+def acting_user(registry: Registry, requested: Optional[str]) -> str:
+    """The user a command acts as: the caller, or with an admin key any existing user."""
+    me = caller(registry)
+    if requested is None or requested == me.user:
+        return me.user
+    check_name("user", requested)
+    if not me.admin:
+        raise click.ClickException(f"{me.user} cannot act as {requested}: that needs an admin key")
+    if registry.user(requested) is None:
+        raise click.ClickException(f"no user {requested!r}: create it with `platform users create {requested}`")
+    return requested
 
 
 def friendly_errors(command: F) -> F:
@@ -47,7 +106,7 @@ def friendly_errors(command: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
-        except (ClusterError, InvalidNameError, ValueError) as error:
+        except (ClusterError, InvalidNameError, RegistryError, ValueError) as error:
             raise click.ClickException(str(error)) from None
 
     return wrapper  # type: ignore[return-value]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 import signal
 import threading
+from dataclasses import replace
 from typing import Optional
 
 import click
@@ -15,15 +16,20 @@ from tenantserve.adapters.fal.options import OptionsError
 from tenantserve.platform import apps
 from tenantserve.platform.registry import Registry
 
-from .common import address_option, checked_user, connect_cluster, console, friendly_errors, user_option
+from .common import acting_user, address_option, connect_cluster, console, friendly_errors, user_option
+
+AUTH_MODES = click.Choice(["private", "shared", "public"])
 
 
-def _load(ref: str, user: str, app_name: Optional[str]) -> AppBundle:
+def _load(ref: str, owner: str, app_name: Optional[str], auth: Optional[str]) -> AppBundle:
     with console.status(f"Loading {ref}"):
         try:
-            return prepare(ref, owner=checked_user(user), app_name=app_name)
+            bundle = prepare(ref, owner=owner, app_name=app_name)
         except (AppLoadError, OptionsError) as error:
             raise click.ClickException(str(error)) from None
+    if auth is not None:
+        bundle = replace(bundle, options=bundle.options.model_copy(update={"app_auth": auth}))
+    return bundle
 
 
 def _deploy(bundle: AppBundle, http_url: str, registry: Optional[Registry]) -> str:
@@ -42,16 +48,19 @@ def _deploy(bundle: AppBundle, http_url: str, registry: Optional[Registry]) -> s
 @click.command()
 @click.argument("ref", metavar="FILE::CLASS")
 @click.option("--app-name", default=None, help="Name of the app (default: the class's, in kebab-case).")
+@click.option("--auth", type=AUTH_MODES, default=None,
+              help="Who may call it: the owner's keys (private, the default), any key (shared), anyone (public).")
 @user_option
 @address_option
 @friendly_errors
-def deploy(ref: str, app_name: Optional[str], user: str, address: Optional[str]) -> None:
+def deploy(ref: str, app_name: Optional[str], auth: Optional[str], user: Optional[str], address: Optional[str]) -> None:
     """Deploy an App class; wait until it answers and print its URL."""
-    bundle = _load(ref, user, app_name)
+    registry = Registry()
+    bundle = _load(ref, acting_user(registry, user), app_name, auth)
     cluster = connect_cluster(address)
-    url = _deploy(bundle, cluster.http_url, Registry())
+    url = _deploy(bundle, cluster.http_url, registry)
     console.print(f"[green]Deployed[/green] {bundle.owner}/{bundle.app_name} (revision {bundle.revision})")
-    console.print(f"  URL: {url}")
+    console.print(f"  URL: {url}  (auth: {bundle.options.app_auth})")
 
 
 @click.command()
@@ -59,16 +68,10 @@ def deploy(ref: str, app_name: Optional[str], user: str, address: Optional[str])
 @user_option
 @address_option
 @friendly_errors
-def run(ref: str, user: str, address: Optional[str]) -> None:
-    """Serve an App class until Ctrl-C, then remove it."""
-    loaded = _load(ref, user, None)
-    bundle = AppBundle(
-        owner=loaded.owner,
-        app_name=f"{loaded.app_name}-{secrets.token_hex(3)}"[:63],
-        source=loaded.source,
-        options=loaded.options.model_copy(update={"app_auth": "public"}),
-        local_files=loaded.local_files,
-    )
+def run(ref: str, user: Optional[str], address: Optional[str]) -> None:
+    """Serve an App class, public, until Ctrl-C, then remove it."""
+    loaded = _load(ref, acting_user(Registry(), user), None, "public")
+    bundle = replace(loaded, app_name=f"{loaded.app_name}-{secrets.token_hex(3)}"[:63])
     cluster = connect_cluster(address)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

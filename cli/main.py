@@ -7,6 +7,7 @@ import click
 from .apps import apps_group
 from .cluster import down, up
 from .deploy import deploy, run
+from .users import keys_group, login, users_group
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -15,7 +16,7 @@ def cli() -> None:
     """tenantserve: run fal App classes on your own Ray cluster."""
 
 
-for command in (up, down, deploy, run, apps_group):
+for command in (up, down, deploy, run, apps_group, users_group, keys_group, login):
     cli.add_command(command)
 
 if __name__ == "__main__":

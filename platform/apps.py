@@ -22,7 +22,7 @@ from tenantserve.adapters.fal.machines import UnplaceableError
 from tenantserve.adapters.fal.replica import SETUP_FAILED
 
 from .naming import route_prefix, serve_app_name
-from .registry import Registry
+from .registry import Registry, database_url
 
 Progress = Callable[[str], None]
 
@@ -38,6 +38,7 @@ class AppStatus:
     status: str
     url: str
     revision: Optional[str] = None
+    auth: str = "private"
     replicas: dict[str, int] = field(default_factory=dict)
     message: str = ""
 
@@ -68,8 +69,8 @@ def _failure_message(app_status: Any) -> str:
     return "\n".join(line for line in message[start:].strip().splitlines() if "ray::" not in line)
 
 
-def _apply(bundle: AppBundle) -> None:
-    application = to_application(bundle, ray.cluster_resources())
+def _apply(bundle: AppBundle, registry_url: str) -> None:
+    application = to_application(bundle, ray.cluster_resources(), registry_url)
     serve.run_many(
         [RunTarget(target=application, name=serve_app_name(bundle.owner, bundle.app_name),
                    route_prefix=route_prefix(bundle.owner, bundle.app_name))],
@@ -122,16 +123,17 @@ def deploy(
     """Deploy a bundle and wait until it answers; returns its URL or raises DeployError."""
     name = serve_app_name(bundle.owner, bundle.app_name)
     previous = registry.get(bundle.owner, bundle.app_name) if registry else None
+    registry_url = registry.url if registry else database_url()
     try:
         if bundle.options.requirements:
             progress(f"environment: {len(bundle.options.requirements)} requirement(s), built once per list")
-        _apply(bundle)
+        _apply(bundle, registry_url)
     except UnplaceableError as error:
         raise DeployError(str(error)) from None
     try:
         _wait_running(name, bundle.options.startup_timeout, progress)
     except (DeployError, KeyboardInterrupt):
-        _restore(name, previous, progress)
+        _restore(name, previous, registry_url, progress)
         raise
     url = app_url(http_url, bundle.owner, bundle.app_name)
     _wait_answering(url)
@@ -140,13 +142,13 @@ def deploy(
     return url
 
 
-def _restore(name: str, previous: Optional[AppBundle], progress: Progress) -> None:
+def _restore(name: str, previous: Optional[AppBundle], registry_url: str, progress: Progress) -> None:
     if previous is None:
         progress("removing the failed app")
         serve.delete(name)
         return
     progress(f"keeping revision {previous.revision} serving")
-    _apply(previous)
+    _apply(previous, registry_url)
     _wait_running(name, previous.options.startup_timeout, progress)
 
 
@@ -173,6 +175,7 @@ def list_apps(http_url: str, registry: Registry, owner: Optional[str] = None) ->
                 status=state,
                 url=app_url(http_url, bundle.owner, bundle.app_name),
                 revision=bundle.revision,
+                auth=bundle.options.app_auth,
                 replicas=_replica_summary(app_status) if app_status else {},
                 message=_failure_message(app_status) if app_status and state != "RUNNING" else "",
             )

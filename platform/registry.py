@@ -1,16 +1,28 @@
-"""The platform's record of deployed apps: the source of truth for what should be serving.
+"""The platform's database: users, API keys, apps and their revisions.
 
-SQLite in the state directory unless `TENANTSERVE_DB` gives another SQLAlchemy URL
-(PostgreSQL for a multi-node cluster).
+It is the source of truth for what should be serving: after a Ray cluster restart the
+platform deploys every app again from here. SQLite in the state directory by default;
+`TENANTSERVE_DB` (or `--db`) names any SQLAlchemy URL, PostgreSQL for a multi-node cluster.
+The schema is managed by Alembic migrations (`platform/migrations/`), applied on open.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
+import secrets
+import uuid
+from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Optional
 
-from sqlalchemy import Column, DateTime, MetaData, String, Table, Text, create_engine, delete, select
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import (
+    Boolean, Column, DateTime, MetaData, String, Table, Text, create_engine, delete, event, select, update,
+)
 from sqlalchemy.engine import Engine
 
 from tenantserve.adapters.fal.bundle import AppBundle
@@ -18,49 +30,202 @@ from tenantserve.adapters.fal.bundle import AppBundle
 from .cluster import state_dir
 
 metadata = MetaData()
-
+users = Table(
+    "users", metadata,
+    Column("name", String(63), primary_key=True),
+    Column("is_admin", Boolean, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+api_keys = Table(
+    "api_keys", metadata,
+    Column("key_id", String(64), primary_key=True),
+    Column("owner", String(63), nullable=False),
+    Column("secret_hash", String(128), nullable=False),
+    Column("label", String(200), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("revoked_at", DateTime(timezone=True)),
+)
 apps = Table(
-    "apps",
-    metadata,
+    "apps", metadata,
     Column("owner", String(63), primary_key=True),
     Column("name", String(63), primary_key=True),
-    Column("revision", String(32), nullable=False),
-    Column("bundle", Text, nullable=False),
+    Column("current_revision", String(32), nullable=False),
+    Column("auth_mode", String(16), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
+revisions = Table(
+    "revisions", metadata,
+    Column("owner", String(63), primary_key=True),
+    Column("app", String(63), primary_key=True),
+    Column("revision", String(32), primary_key=True),
+    Column("bundle", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+# An app joined with the bundle of its current revision.
+_current = apps.join(
+    revisions,
+    (revisions.c.owner == apps.c.owner) & (revisions.c.app == apps.c.name)
+    & (revisions.c.revision == apps.c.current_revision),
+)
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+class RegistryError(ValueError):
+    """A registry action refused: unknown user, revoked key, name taken..."""
 
 
 def database_url() -> str:
     return os.environ.get("TENANTSERVE_DB") or f"sqlite:///{state_dir() / 'registry.db'}"
 
 
+def hash_secret(secret: str) -> str:
+    """Key secrets are 256 random bits, so one SHA-256 is enough to store them safely."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def make_engine(url: str) -> Engine:
+    engine = create_engine(url, pool_pre_ping=True)
+    if engine.dialect.name == "sqlite":
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA busy_timeout=5000")
+            cursor.close()
+    return engine
+
+
+def migrate(engine: Engine) -> None:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    key_id: str
+    owner: str
+    label: str
+    created_at: datetime
+    revoked_at: Optional[datetime]
+
+
 class Registry:
-    def __init__(self, url: Optional[str] = None) -> None:
-        self.engine: Engine = create_engine(url or database_url())
-        metadata.create_all(self.engine)
+    def __init__(self, url: Optional[str] = None, *, migrate_schema: bool = True) -> None:
+        self.url = url or database_url()
+        self.engine = make_engine(self.url)
+        if migrate_schema:
+            migrate(self.engine)
+
+    # users and keys
+
+    def create_user(self, name: str, admin: bool = False) -> None:
+        with self.engine.begin() as conn:
+            if conn.execute(select(users.c.name).where(users.c.name == name)).first():
+                raise RegistryError(f"user {name!r} exists already")
+            conn.execute(users.insert().values(name=name, is_admin=admin, created_at=_now()))
+
+    def user(self, name: str) -> Optional[bool]:
+        """None if there is no such user, else whether the user is an admin."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(users.c.is_admin).where(users.c.name == name)).first()
+        return None if row is None else bool(row.is_admin)
+
+    def has_users(self) -> bool:
+        with self.engine.connect() as conn:
+            return conn.execute(select(users.c.name).limit(1)).first() is not None
+
+    def list_users(self) -> list[tuple[str, bool]]:
+        with self.engine.connect() as conn:
+            return [(r.name, bool(r.is_admin)) for r in conn.execute(select(users).order_by(users.c.name))]
+
+    def create_key(self, owner: str, label: str = "") -> str:
+        """A new key for `owner`; returns `key_id:secret`, the only time the secret is seen."""
+        if self.user(owner) is None:
+            raise RegistryError(f"no user {owner!r}")
+        key_id, secret = str(uuid.uuid4()), secrets.token_urlsafe(32)
+        with self.engine.begin() as conn:
+            conn.execute(api_keys.insert().values(
+                key_id=key_id, owner=owner, secret_hash=hash_secret(secret), label=label, created_at=_now(),
+            ))
+        return f"{key_id}:{secret}"
+
+    def list_keys(self, owner: str) -> list[ApiKey]:
+        query = select(api_keys).where(api_keys.c.owner == owner).order_by(api_keys.c.created_at)
+        with self.engine.connect() as conn:
+            return [
+                ApiKey(r.key_id, r.owner, r.label, r.created_at, r.revoked_at) for r in conn.execute(query)
+            ]
+
+    def revoke_key(self, owner: str, key_id: str) -> None:
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(api_keys)
+                .where(api_keys.c.key_id == key_id, api_keys.c.owner == owner, api_keys.c.revoked_at.is_(None))
+                .values(revoked_at=_now())
+            )
+        if result.rowcount == 0:
+            raise RegistryError(f"{owner} has no active key {key_id}")
+
+    def authenticate(self, key: str) -> Optional[str]:
+        """The user a `key_id:secret` belongs to, or None for a malformed, unknown or revoked key."""
+        key_id, sep, secret = key.strip().partition(":")
+        if not sep or not secret:
+            return None
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(api_keys.c.owner, api_keys.c.secret_hash)
+                .where(api_keys.c.key_id == key_id, api_keys.c.revoked_at.is_(None))
+            ).first()
+        if row is None or not hmac.compare_digest(row.secret_hash, hash_secret(secret)):
+            return None
+        return row.owner
+
+    # apps and revisions
 
     def get(self, owner: str, name: str) -> Optional[AppBundle]:
+        query = select(revisions.c.bundle).select_from(_current).where(apps.c.owner == owner, apps.c.name == name)
         with self.engine.connect() as conn:
-            row = conn.execute(select(apps.c.bundle).where(apps.c.owner == owner, apps.c.name == name)).first()
+            row = conn.execute(query).first()
         return AppBundle.from_json(row.bundle) if row else None
 
     def put(self, bundle: AppBundle) -> None:
-        values = {
-            "revision": bundle.revision,
-            "bundle": bundle.to_json(),
-            "updated_at": datetime.now(timezone.utc),
-        }
+        """Record a deployed bundle as its app's current revision."""
+        now = _now()
+        key = (apps.c.owner == bundle.owner) & (apps.c.name == bundle.app_name)
+        values = {"current_revision": bundle.revision, "auth_mode": bundle.options.app_auth, "updated_at": now}
         with self.engine.begin() as conn:
-            conn.execute(delete(apps).where(apps.c.owner == bundle.owner, apps.c.name == bundle.app_name))
-            conn.execute(apps.insert().values(owner=bundle.owner, name=bundle.app_name, **values))
+            if conn.execute(select(apps.c.name).where(key)).first():
+                conn.execute(update(apps).where(key).values(**values))
+            else:
+                conn.execute(apps.insert().values(owner=bundle.owner, name=bundle.app_name, **values))
+            known = conn.execute(select(revisions.c.revision).where(
+                revisions.c.owner == bundle.owner, revisions.c.app == bundle.app_name,
+                revisions.c.revision == bundle.revision,
+            )).first()
+            if not known:
+                conn.execute(revisions.insert().values(
+                    owner=bundle.owner, app=bundle.app_name, revision=bundle.revision,
+                    bundle=bundle.to_json(), created_at=now,
+                ))
 
     def delete(self, owner: str, name: str) -> bool:
         with self.engine.begin() as conn:
+            conn.execute(delete(revisions).where(revisions.c.owner == owner, revisions.c.app == name))
             result = conn.execute(delete(apps).where(apps.c.owner == owner, apps.c.name == name))
         return result.rowcount > 0
 
     def list(self, owner: Optional[str] = None) -> list[AppBundle]:
-        query = select(apps.c.bundle).order_by(apps.c.owner, apps.c.name)
+        query = select(revisions.c.bundle).select_from(_current).order_by(apps.c.owner, apps.c.name)
         if owner is not None:
             query = query.where(apps.c.owner == owner)
         with self.engine.connect() as conn:

@@ -72,20 +72,44 @@ def http(base_url: str) -> Iterator[httpx.Client]:
         yield client
 
 
+TEST_USERS = (
+    "alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi",
+    "ivan", "judy", "kim", "lena", "mia", "remote",
+)
+
+
 @pytest.fixture(scope="session")
-def cli(cluster: dict):
-    """Invoke the `platform` CLI in this process (sharing its Ray connection)."""
+def keys(cluster: dict) -> dict[str, str]:
+    """The test users, created by the bootstrap admin (this process), and one key each."""
+    from tenantserve.cli.main import cli as platform_cli
+
+    runner = CliRunner()
+    created = {}
+    for name in TEST_USERS:
+        result = runner.invoke(platform_cli, ["users", "create", name], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        created[name] = result.output.strip().splitlines()[-1]
+    return created
+
+
+@pytest.fixture(scope="session")
+def cli(cluster: dict, keys: dict[str, str]):
+    """Invoke the `platform` CLI in this process (sharing its Ray connection), as the admin
+    unless `as_user` names a test user."""
     from tenantserve.cli.main import cli as platform_cli
 
     runner = CliRunner()
 
-    def invoke(*args: str) -> Result:
-        return runner.invoke(platform_cli, list(args), catch_exceptions=False)
+    def invoke(*args: str, as_user: str | None = None) -> Result:
+        env = {"TENANTSERVE_KEY": keys[as_user]} if as_user else None
+        return runner.invoke(platform_cli, list(args), env=env, catch_exceptions=False)
 
     return invoke
 
 
 def deployed(cli, ref: str, *extra: str) -> Result:
-    result = cli("deploy", str(APPS / ref) if "/" not in ref else ref, *extra)
+    """Deploy through the CLI and assert it worked; public unless `extra` sets --auth."""
+    auth = () if "--auth" in extra else ("--auth", "public")
+    result = cli("deploy", str(APPS / ref) if "/" not in ref else ref, *extra, *auth)
     assert result.exit_code == 0, result.output
     return result

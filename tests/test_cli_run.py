@@ -11,7 +11,7 @@ from pathlib import Path
 from conftest import APPS
 
 
-def test_run_serves_until_interrupted(cluster, http) -> None:
+def test_run_serves_until_interrupted(cluster, http, keys) -> None:
     exe = shutil.which("platform") or str(Path(sys.executable).parent / "platform")
     proc = subprocess.Popen(
         [exe, "run", f"{APPS}/versioned.py::Versioned", "--user", "mia"],
@@ -42,19 +42,26 @@ def test_run_serves_until_interrupted(cluster, http) -> None:
     assert http.post(url + "/").status_code == 404
 
 
-def test_deploy_to_a_cluster_by_address(cluster, http, tmp_path) -> None:
-    """A CLI on a machine that never ran `platform up` reaches the cluster through RAY_ADDRESS."""
+def test_deploy_to_a_cluster_by_address(cluster, http, keys, tmp_path) -> None:
+    """A CLI on a machine that never ran `platform up` reaches the cluster through RAY_ADDRESS
+    and the shared registry through TENANTSERVE_DB, acting as the user its key belongs to."""
+    from tenantserve.platform.registry import database_url
+
     exe = shutil.which("platform") or str(Path(sys.executable).parent / "platform")
     env = {
         **__import__("os").environ,
         "TENANTSERVE_HOME": str(tmp_path / "elsewhere"),
+        "TENANTSERVE_DB": database_url(),
+        "TENANTSERVE_KEY": keys["remote"],
         "RAY_ADDRESS": cluster["address"],
         "RAY_AUTH_MODE": "token",
     }
     result = subprocess.run(
-        [exe, "deploy", f"{APPS}/async_setup.py::AsyncLoader", "--user", "remote", "--app-name", "far"],
+        [exe, "deploy", f"{APPS}/async_setup.py::AsyncLoader", "--app-name", "far", "--auth", "shared"],
         capture_output=True, text=True, env=env, timeout=180,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"{cluster['http_url']}/remote/far" in result.stdout
-    assert http.post("/remote/far/").json()["model"] == "loaded asynchronously"
+    assert http.post("/remote/far/").status_code == 401
+    answer = http.post("/remote/far/", headers={"Authorization": f"Key {keys['mia']}"})
+    assert answer.json()["model"] == "loaded asynchronously"

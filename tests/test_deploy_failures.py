@@ -15,7 +15,7 @@ def _versioned(tmp_path: Path, version: str, fail_setup: bool = False) -> str:
 
 
 def test_failing_setup_on_first_deploy_leaves_nothing(cli, http, tmp_path) -> None:
-    result = cli("deploy", _versioned(tmp_path, "v1", fail_setup=True), "--user", "frank")
+    result = cli("deploy", _versioned(tmp_path, "v1", fail_setup=True), "--user", "frank", "--auth", "public")
     assert result.exit_code == 1
     assert "setup() failed in Versioned" in result.output
     assert "checkpoint file is corrupt" in result.output
@@ -25,23 +25,23 @@ def test_failing_setup_on_first_deploy_leaves_nothing(cli, http, tmp_path) -> No
 
 
 def test_failing_redeploy_keeps_previous_revision_serving(cli, http, tmp_path) -> None:
-    assert cli("deploy", _versioned(tmp_path, "v1"), "--user", "grace").exit_code == 0
+    assert cli("deploy", _versioned(tmp_path, "v1"), "--user", "grace", "--auth", "public").exit_code == 0
     assert http.post("/grace/versioned/").json() == {"version": "v1", "calls": 1}
 
-    failed = cli("deploy", _versioned(tmp_path, "v2", fail_setup=True), "--user", "grace")
+    failed = cli("deploy", _versioned(tmp_path, "v2", fail_setup=True), "--user", "grace", "--auth", "public")
     assert failed.exit_code == 1 and "checkpoint file is corrupt" in failed.output
     # Same replica, same state: the previous revision never stopped.
     assert http.post("/grace/versioned/").json() == {"version": "v1", "calls": 2}
 
-    assert cli("deploy", _versioned(tmp_path, "v3"), "--user", "grace").exit_code == 0
+    assert cli("deploy", _versioned(tmp_path, "v3"), "--user", "grace", "--auth", "public").exit_code == 0
     assert http.post("/grace/versioned/").json() == {"version": "v3", "calls": 1}
 
 
 def test_redeploying_the_same_revision_keeps_replicas(cli, http, tmp_path) -> None:
     ref = _versioned(tmp_path, "same")
-    assert cli("deploy", ref, "--user", "heidi").exit_code == 0
+    assert cli("deploy", ref, "--user", "heidi", "--auth", "public").exit_code == 0
     assert http.post("/heidi/versioned/").json()["calls"] == 1
-    assert cli("deploy", ref, "--user", "heidi").exit_code == 0
+    assert cli("deploy", ref, "--user", "heidi", "--auth", "public").exit_code == 0
     assert http.post("/heidi/versioned/").json()["calls"] == 2
 
 
@@ -52,3 +52,5 @@ def test_bad_input_to_deploy(cli, tmp_path) -> None:
     assert typo.exit_code != 0 and "keep_alve" in typo.output
     bad_user = cli("deploy", f"{APPS}/versioned.py::Versioned", "--user", "../etc")
     assert bad_user.exit_code != 0 and "invalid user name" in bad_user.output
+    unknown_user = cli("deploy", f"{APPS}/versioned.py::Versioned", "--user", "nobody-here")
+    assert unknown_user.exit_code != 0 and "platform users create nobody-here" in unknown_user.output

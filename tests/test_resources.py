@@ -19,7 +19,7 @@ def test_gpu_app_lands_on_the_a100_node(cli, http) -> None:
 
 def test_unplaceable_machine_type_fails_fast(cli, http) -> None:
     started = time.monotonic()
-    result = cli("deploy", f"{APPS}/gpu.py::H100App", "--user", "ivan")
+    result = cli("deploy", f"{APPS}/gpu.py::H100App", "--user", "ivan", "--auth", "public")
     assert result.exit_code == 1
     assert "accelerator_type:H100" in result.output and "GPU-H200" in result.output
     assert time.monotonic() - started < 30

@@ -40,8 +40,10 @@ def autoscaling_config(bundle: AppBundle) -> dict[str, Any]:
     }
 
 
-def to_application(bundle: AppBundle, cluster_resources: Mapping[str, float]) -> Application:
-    """Bind the bundle into a Serve application; raises UnplaceableError if no node fits it."""
+def to_application(bundle: AppBundle, cluster_resources: Mapping[str, float], registry_url: str) -> Application:
+    """Bind the bundle into a Serve application; raises UnplaceableError if no node fits it.
+
+    `registry_url` is where the replica's ingress checks API keys."""
     options = bundle.options
     actor = actor_options(options.machine_types, options.num_gpus, cluster_resources)
     env = runtime_env(bundle)
@@ -64,4 +66,4 @@ def to_application(bundle: AppBundle, cluster_resources: Mapping[str, float]) ->
     # revision (the rollback after a failed redeploy) would restart its replicas. Pinning
     # the version to the revision makes an equal bundle a no-op.
     deployment = deployment.options(version=bundle.revision, _internal=True)
-    return deployment.bind(bundle.to_json())
+    return deployment.bind(bundle.to_json(), registry_url)

@@ -15,6 +15,8 @@ from typing import Any
 import ray.cloudpickle
 from ray import serve
 
+from tenantserve.platform.auth import AuthMiddleware
+
 from .bundle import AppBundle
 from .loader import load_class
 from .routes import build_asgi_app, find_endpoints, handle_kwargs, invoke
@@ -37,7 +39,8 @@ def _user_traceback(error: BaseException, filename: str) -> str:
 
 @serve.ingress()
 class FalAppReplica:
-    async def __init__(self, bundle_json: str) -> None:
+    async def __init__(self, bundle_json: str, registry_url: str) -> None:
+        self._registry_url = registry_url
         self._bundle = bundle = AppBundle.from_json(bundle_json)
         modules_root = bundle.unpack_local_modules()
         if modules_root is not None:
@@ -57,12 +60,13 @@ class FalAppReplica:
             ) from None
 
     def __serve_build_asgi_app__(self) -> Any:
-        return build_asgi_app(
+        app = build_asgi_app(
             self._app,
             list(self._endpoints.values()),
             title=f"{self._bundle.owner}/{self._bundle.app_name}",
             timeout=self._bundle.options.request_timeout,
         )
+        return AuthMiddleware(app, self._bundle.owner, self._bundle.options.app_auth, self._registry_url)
 
     async def call_endpoint(self, name: str, payload: Any = None) -> Any:
         endpoint = self._endpoints.get(name)

@@ -1,0 +1,105 @@
+"""`platform users ...`, `platform keys ...` and `platform login`: who may do what."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import click
+from rich.table import Table
+
+from tenantserve.platform.naming import check_name
+from tenantserve.platform.registry import Registry
+
+from .common import acting_user, caller, console, friendly_errors, save_key, user_option
+
+
+@click.group("users")
+def users_group() -> None:
+    """Create and list users (admin only)."""
+
+
+def _require_admin(registry: Registry) -> None:
+    me = caller(registry)
+    if not me.admin:
+        raise click.ClickException(f"{me.user} is not an admin")
+
+
+@users_group.command("create")
+@click.argument("name")
+@click.option("--admin", is_flag=True, help="Make the user an admin.")
+@friendly_errors
+def create_user(name: str, admin: bool) -> None:
+    """Create a user and print its first API key (shown once)."""
+    registry = Registry()
+    _require_admin(registry)
+    registry.create_user(check_name("user", name), admin=admin)
+    key = registry.create_key(name, label="first key")
+    console.print(f"Created user {name}{' (admin)' if admin else ''}. API key, shown once:")
+    console.print(key)
+
+
+@users_group.command("list")
+@friendly_errors
+def list_users() -> None:
+    """List users."""
+    registry = Registry()
+    _require_admin(registry)
+    table = Table("user", "admin")
+    for name, admin in registry.list_users():
+        table.add_row(name, "yes" if admin else "")
+    console.print(table)
+
+
+@click.group("keys")
+def keys_group() -> None:
+    """Create, list and revoke your API keys."""
+
+
+@keys_group.command("create")
+@click.option("--label", default="", help="A note to recognise the key by.")
+@user_option
+@friendly_errors
+def create_key(label: str, user: Optional[str]) -> None:
+    """Create an API key; the secret is shown once and stored only as a hash."""
+    registry = Registry()
+    owner = acting_user(registry, user)
+    key = registry.create_key(owner, label=label)
+    console.print(f"API key for {owner}, shown once (send it as 'Authorization: Key <key>'):")
+    console.print(key)
+
+
+@keys_group.command("list")
+@user_option
+@friendly_errors
+def list_keys(user: Optional[str]) -> None:
+    """List API keys (ids and labels, never secrets)."""
+    registry = Registry()
+    owner = acting_user(registry, user)
+    table = Table("key id", "label", "created", "state")
+    for key in registry.list_keys(owner):
+        state = f"revoked {key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "active"
+        table.add_row(key.key_id, key.label, f"{key.created_at:%Y-%m-%d %H:%M}", state)
+    console.print(table)
+
+
+@keys_group.command("revoke")
+@click.argument("key_id")
+@user_option
+@friendly_errors
+def revoke_key(key_id: str, user: Optional[str]) -> None:
+    """Revoke an API key; apps refuse it within seconds."""
+    registry = Registry()
+    registry.revoke_key(acting_user(registry, user), key_id)
+    console.print(f"Revoked {key_id}")
+
+
+@click.command()
+@click.argument("key")
+@friendly_errors
+def login(key: str) -> None:
+    """Save KEY (KEY_ID:KEY_SECRET) as this machine's credentials for the CLI."""
+    user = Registry().authenticate(key)
+    if user is None:
+        raise click.ClickException("that API key is unknown or revoked")
+    save_key(key)
+    console.print(f"Logged in as {user}")

@@ -1,0 +1,91 @@
+"""Who may call an app: `Authorization: Key <key_id>:<key_secret>` checked in the app's own
+ingress, so a refused request never reaches the endpoint and no gateway hop is added.
+
+| app mode  | no or bad key | another user's key | the owner's key |
+|-----------|---------------|--------------------|-----------------|
+| `private` | 401           | 403                | served          |
+| `shared`  | 401           | served             | served          |
+| `public`  | served        | served             | served          |
+
+Private apps answer 403, not 404, to a valid key of another user: the app's existence is
+not a secret worth a misleading status, and 403 tells the caller which key to fix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any, Awaitable, Callable, Optional
+
+from .registry import Registry
+
+ASGIApp = Callable[[dict, Callable[[], Awaitable[dict]], Callable[[dict], Awaitable[None]]], Awaitable[None]]
+AUTH_MODES = ("private", "shared", "public")
+CACHE_SECONDS = 10.0
+
+
+def key_from_header(value: Optional[str]) -> Optional[str]:
+    """`Key id:secret` (fal's scheme) or `Bearer id:secret` -> `id:secret`."""
+    if not value:
+        return None
+    scheme, _, key = value.strip().partition(" ")
+    return key.strip() if scheme.lower() in ("key", "bearer") and key.strip() else None
+
+
+class KeyCache:
+    """Key -> user lookups, remembered for a few seconds: a revoked key stops working
+    within CACHE_SECONDS, and a busy app does not query the database per request."""
+
+    def __init__(self, registry: Registry) -> None:
+        self._registry = registry
+        self._entries: dict[str, tuple[float, Optional[str]]] = {}
+
+    async def user(self, key: str) -> Optional[str]:
+        now = time.monotonic()
+        cached = self._entries.get(key)
+        if cached and cached[0] > now:
+            return cached[1]
+        user = await asyncio.to_thread(self._registry.authenticate, key)
+        if len(self._entries) > 10_000:
+            self._entries.clear()
+        self._entries[key] = (now + CACHE_SECONDS, user)
+        return user
+
+
+class AuthMiddleware:
+    def __init__(self, app: ASGIApp, owner: str, mode: str, registry_url: str) -> None:
+        if mode not in AUTH_MODES:
+            raise ValueError(f"unknown auth mode {mode!r}")
+        self.app, self.owner, self.mode = app, owner, mode
+        self._keys = KeyCache(Registry(registry_url, migrate_schema=False)) if mode != "public" else None
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if self._keys is None or scope["type"] not in ("http", "websocket") or _relative(scope) == "/health":
+            return await self.app(scope, receive, send)
+        headers = dict(scope.get("headers") or [])
+        key = key_from_header(headers.get(b"authorization", b"").decode("latin-1"))
+        user = await self._keys.user(key) if key else None
+        if user is None:
+            return await _refuse(scope, send, 401, "Missing or invalid API key: send 'Authorization: Key <key_id>:<key_secret>'")
+        if self.mode == "private" and user != self.owner:
+            return await _refuse(scope, send, 403, f"This app is private to {self.owner}")
+        scope.setdefault("state", {})["tenantserve_user"] = user
+        await self.app(scope, receive, send)
+
+
+def _relative(scope: dict) -> str:
+    path, root = scope["path"], scope.get("root_path", "")
+    return path[len(root):] if root and path.startswith(root) else path
+
+
+async def _refuse(scope: dict, send: Any, status: int, detail: str) -> None:
+    if scope["type"] == "websocket":
+        await send({"type": "websocket.close", "code": 4000 + status, "reason": detail})
+        return
+    body = json.dumps({"detail": detail}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if status == 401:
+        headers.append((b"www-authenticate", b"Key"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

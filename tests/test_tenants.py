@@ -1,0 +1,102 @@
+"""Users, API keys and per-app auth modes, through the real HTTP ingress and the CLI."""
+
+import time
+
+import pytest
+
+from conftest import APPS, deployed
+
+
+def _key(keys: dict, user: str) -> dict:
+    return {"Authorization": f"Key {keys[user]}"}
+
+
+@pytest.fixture(scope="module")
+def modes(cli) -> None:
+    for mode in ("private", "shared", "public"):
+        deployed(cli, f"{APPS}/versioned.py::Versioned", "--user", "alice", "--app-name", mode, "--auth", mode)
+
+
+@pytest.mark.parametrize(
+    "mode, no_key, bad_key, other_user, owner",
+    [
+        ("private", 401, 401, 403, 200),
+        ("shared", 401, 401, 200, 200),
+        ("public", 200, 200, 200, 200),
+    ],
+)
+def test_auth_modes(modes, http, keys, mode, no_key, bad_key, other_user, owner) -> None:
+    url = f"/alice/{mode}/"
+    assert http.post(url).status_code == no_key
+    wrong_secret = keys["alice"].split(":")[0] + ":not-the-secret"
+    assert http.post(url, headers={"Authorization": f"Key {wrong_secret}"}).status_code == bad_key
+    assert http.post(url, headers={"Authorization": "Key garbage"}).status_code == bad_key
+    assert http.post(url, headers=_key(keys, "bob")).status_code == other_user
+    assert http.post(url, headers=_key(keys, "alice")).status_code == owner
+
+
+def test_refusals_say_what_to_send(modes, http, keys) -> None:
+    missing = http.post("/alice/private/")
+    assert "Authorization: Key" in missing.json()["detail"]
+    assert missing.headers["www-authenticate"] == "Key"
+    assert http.post("/alice/private/", headers=_key(keys, "bob")).json() == {"detail": "This app is private to alice"}
+    # Health stays open for load balancers; everything else, the schema included, needs a key.
+    assert http.get("/alice/private/health").status_code == 200
+    assert http.get("/alice/private/openapi.json").status_code == 401
+
+
+def test_deploy_defaults_to_private(cli, http, keys) -> None:
+    result = cli("deploy", f"{APPS}/async_setup.py::AsyncLoader", as_user="carol")
+    assert result.exit_code == 0, result.output
+    assert "(auth: private)" in result.output
+    assert http.post("/carol/async-loader/").status_code == 401
+    assert http.post("/carol/async-loader/", headers=_key(keys, "carol")).status_code == 200
+
+
+def test_revoked_key_stops_working(cli, http) -> None:
+    created = cli("keys", "create", "--label", "short-lived", as_user="dave")
+    key = created.output.strip().splitlines()[-1]
+    assert cli("deploy", f"{APPS}/versioned.py::Versioned", "--auth", "shared", as_user="dave").exit_code == 0
+    assert http.post("/dave/versioned/", headers={"Authorization": f"Key {key}"}).status_code == 200
+    listing = cli("keys", "list", as_user="dave").output
+    assert "short-lived" in listing and key.split(":")[1] not in listing  # never the secret
+
+    key_id = key.split(":")[0]
+    assert cli("keys", "revoke", key_id, as_user="dave").exit_code == 0
+    deadline = time.monotonic() + 20
+    while http.post("/dave/versioned/", headers={"Authorization": f"Key {key}"}).status_code != 401:
+        assert time.monotonic() < deadline, "revoked key still accepted"
+        time.sleep(0.5)
+    assert "revoked" in cli("keys", "list", as_user="dave").output
+
+
+def test_users_act_only_on_their_own(cli, modes) -> None:
+    assert "alice/private" not in cli("apps", "list", as_user="bob").output
+    assert "alice/private" in cli("apps", "list", as_user="alice").output
+    for args in (
+        ("deploy", f"{APPS}/versioned.py::Versioned", "--user", "alice"),
+        ("apps", "delete", "alice/private"),
+        ("apps", "list", "--user", "alice"),
+        ("keys", "list", "--user", "alice"),
+    ):
+        refused = cli(*args, as_user="bob")
+        assert refused.exit_code == 1 and "bob cannot act as alice" in refused.output, args
+    assert cli("apps", "list", "--all-users", as_user="bob").exit_code == 1
+    assert "not an admin" in cli("users", "create", "mallory", as_user="bob").output
+    # Same app name, different users: two apps.
+    deployed(cli, f"{APPS}/versioned.py::Versioned", "--user", "bob", "--app-name", "private")
+
+
+def test_private_websocket_needs_the_owners_key(cli, base_url, keys) -> None:
+    from websockets.exceptions import ConnectionClosed, InvalidStatus
+    from websockets.sync.client import connect
+
+    deployed(cli, f"{APPS}/errors.py::Chat", "--user", "erin", "--auth", "private")
+    url = base_url.replace("http://", "ws://") + "/erin/chat/ws"
+    with pytest.raises((ConnectionClosed, InvalidStatus)):
+        with connect(url, additional_headers=_key(keys, "bob")) as ws:
+            ws.send("hi")
+            ws.recv(timeout=10)
+    with connect(url, additional_headers=_key(keys, "erin")) as ws:
+        ws.send("hi")
+        assert ws.recv(timeout=10) == "HI"
