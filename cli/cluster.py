@@ -9,7 +9,7 @@ import click
 
 from tenantserve.platform import cluster
 
-from .common import console, friendly_errors
+from .common import console, friendly_errors, restore_registered_apps
 
 
 @click.command()
@@ -35,6 +35,8 @@ def up(
             ray_port=ray_port, http_host=http_host, http_port=http_port, dashboard_port=dashboard_port,
             num_cpus=num_cpus, num_gpus=num_gpus, resources=extra,
         )
+    if info.fresh:
+        restore_registered_apps()
     console.print(f"Platform up. Ray: {info.address}  HTTP: {info.http_url}  Dashboard: {info.dashboard_url}")
 
 

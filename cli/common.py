@@ -38,7 +38,20 @@ user_option = click.option(
 
 def connect_cluster(address: str | None) -> ClusterInfo:
     with console.status("Connecting to the Ray cluster"):
-        return connect(address)
+        info = connect(address)
+    if info.fresh:
+        restore_registered_apps()
+    return info
+
+
+def restore_registered_apps() -> None:
+    """A cluster that just started runs nothing: bring back every app the registry holds."""
+    from tenantserve.platform.apps import restore_all
+
+    with console.status("Restoring registered apps") as status:
+        failures = restore_all(Registry(), progress=status.update)
+    for line in failures:
+        console.print(f"[red]not restored[/red] {line}")
 
 
 def _credentials_file():  # type: ignore[no-untyped-def]

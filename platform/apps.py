@@ -69,14 +69,16 @@ def _failure_message(app_status: Any) -> str:
     return "\n".join(line for line in message[start:].strip().splitlines() if "ray::" not in line)
 
 
-def _apply(bundle: AppBundle, registry_url: str) -> None:
-    application = to_application(bundle, ray.cluster_resources(), registry_url)
-    serve.run_many(
-        [RunTarget(target=application, name=serve_app_name(bundle.owner, bundle.app_name),
-                   route_prefix=route_prefix(bundle.owner, bundle.app_name))],
-        wait_for_ingress_deployment_creation=False,
-        wait_for_applications_running=False,
+def _target(bundle: AppBundle, registry_url: str) -> RunTarget:
+    return RunTarget(
+        target=to_application(bundle, ray.cluster_resources(), registry_url),
+        name=serve_app_name(bundle.owner, bundle.app_name),
+        route_prefix=route_prefix(bundle.owner, bundle.app_name),
     )
+
+
+def _apply(*targets: RunTarget) -> None:
+    serve.run_many(targets, wait_for_ingress_deployment_creation=False, wait_for_applications_running=False)
 
 
 def _wait_running(name: str, timeout: float, progress: Progress) -> None:
@@ -127,7 +129,7 @@ def deploy(
     try:
         if bundle.options.requirements:
             progress(f"environment: {len(bundle.options.requirements)} requirement(s), built once per list")
-        _apply(bundle, registry_url)
+        _apply(_target(bundle, registry_url))
     except UnplaceableError as error:
         raise DeployError(str(error)) from None
     try:
@@ -148,8 +150,29 @@ def _restore(name: str, previous: Optional[AppBundle], registry_url: str, progre
         serve.delete(name)
         return
     progress(f"keeping revision {previous.revision} serving")
-    _apply(previous, registry_url)
+    _apply(_target(previous, registry_url))
     _wait_running(name, previous.options.startup_timeout, progress)
+
+
+def restore_all(registry: Registry, progress: Progress = lambda line: None) -> list[str]:
+    """Deploy every registered app at its current revision, as after a cluster restart.
+    Returns one line per app that did not come back."""
+    failures, targets, bundles = [], [], []
+    for bundle in registry.list():
+        try:
+            targets.append(_target(bundle, registry.url))
+            bundles.append(bundle)
+        except UnplaceableError as error:
+            failures.append(f"{bundle.owner}/{bundle.app_name}: {error}")
+    if targets:
+        progress(f"deploying {len(targets)} registered app(s) again")
+        _apply(*targets)
+    for bundle in bundles:
+        try:
+            _wait_running(serve_app_name(bundle.owner, bundle.app_name), bundle.options.startup_timeout, lambda _: None)
+        except DeployError as error:
+            failures.append(f"{bundle.owner}/{bundle.app_name}: {error}")
+    return failures
 
 
 def delete(owner: str, app: str, registry: Optional[Registry]) -> bool:

@@ -7,11 +7,14 @@ are in the state directory; `connect` finds them there, or takes `--address` /
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
@@ -51,6 +54,8 @@ class ClusterInfo:
     dashboard_url: Optional[str] = None
     started_here: bool = False
     auth_mode: Optional[str] = None
+    temp_dir: Optional[str] = None
+    fresh: bool = False  # started by this call: the registry's apps must be deployed again
 
 
 def _state_file() -> Path:
@@ -118,8 +123,9 @@ def up(
         connect(current.address)
         return current
     address = f"127.0.0.1:{ray_port}"
+    temp_dir = ray_temp_dir()
     args = [
-        "start", "--head", f"--port={ray_port}",
+        "start", "--head", f"--port={ray_port}", f"--temp-dir={temp_dir}",
         "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}", "--disable-usage-stats",
     ]
     if num_cpus is not None:
@@ -142,9 +148,44 @@ def up(
         dashboard_url=f"http://127.0.0.1:{dashboard_port}",
         started_here=True,
         auth_mode=auth_mode,
+        temp_dir=temp_dir,
     )
     _state_file().write_text(json.dumps(asdict(info)))
+    info.fresh = True
     return info
+
+
+def ray_temp_dir() -> str:
+    """Ray's temp dir for the cluster of this state directory: short (Ray's sockets live
+    there), and its own, so `down` stops this cluster's processes and no other's."""
+    digest = hashlib.sha256(str(state_dir().resolve()).encode()).hexdigest()[:8]
+    return f"/tmp/tenantserve-{digest}"
+
+
+def _cluster_pids(marker: str) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if marker in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                pids.append(int(entry.name))
+        except OSError:
+            continue
+    return pids
+
+
+def _stop_processes(marker: str, grace: float = 10) -> None:
+    """SIGTERM every process whose command line names `marker`, then SIGKILL stragglers."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5)):
+        for pid in _cluster_pids(marker):
+            try:
+                os.kill(pid, sig)
+            except OSError:
+                pass
+        deadline = time.monotonic() + wait
+        while _cluster_pids(marker) and time.monotonic() < deadline:
+            time.sleep(0.2)
 
 
 def connect(address: Optional[str] = None, *, start: bool = True) -> ClusterInfo:
@@ -188,6 +229,9 @@ def down() -> bool:
         import ray
 
         ray.shutdown()
-    _ray_cli("stop")
+    if current.temp_dir and Path("/proc").is_dir():
+        _stop_processes(current.temp_dir)
+    else:
+        _ray_cli("stop")
     _state_file().unlink(missing_ok=True)
     return True

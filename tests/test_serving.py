@@ -47,7 +47,7 @@ def test_invalid_input_and_unknown_paths(cli, http) -> None:
     assert http.post("/nobody/counter/", json={}).status_code == 404
 
 
-def test_app_errors_reach_the_client(cli, http) -> None:
+def test_app_errors_reach_the_client(cli, http, cluster) -> None:
     deployed(cli, f"{APPS}/errors.py::Errors", "--user", "alice")
     app_exc = http.post("/alice/errors/app-exception")
     assert app_exc.status_code == 429 and app_exc.json() == {"detail": "quota exceeded for this input"}
@@ -60,7 +60,7 @@ def test_app_errors_reach_the_client(cli, http) -> None:
     crash = http.post("/alice/errors/crash")
     assert crash.status_code == 500 and crash.json()["request_id"]
     assert "divided by zero" not in crash.text  # the traceback goes to the logs, not the client
-    assert _replica_log_mentions("alice.errors", crash.json()["request_id"], "ZeroDivisionError")
+    assert _replica_log_mentions(cluster, "alice.errors", crash.json()["request_id"], "ZeroDivisionError")
 
     oom = http.post("/alice/errors/oom")
     assert oom.status_code == 503 and "out of memory" in oom.json()["detail"]
@@ -73,8 +73,8 @@ def test_app_errors_reach_the_client(cli, http) -> None:
     assert http.post("/alice/errors/slow", json={"seconds": 0.01}).json() == {"value": 1}
 
 
-def _replica_log_mentions(serve_app: str, *needles: str, timeout: float = 15) -> bool:
-    logs = Path("/tmp/ray/session_latest/logs/serve")
+def _replica_log_mentions(cluster: dict, serve_app: str, *needles: str, timeout: float = 15) -> bool:
+    logs = Path(cluster["temp_dir"]) / "session_latest/logs/serve"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for log in logs.glob(f"replica_{serve_app}_*.log"):

@@ -1,0 +1,47 @@
+"""The registry is the source of truth: after `platform down` and `platform up` every
+registered app serves again at its current revision, with nobody redeploying it.
+
+This test runs a second, private platform (its own state directory, Ray temp dir and
+ports) so that stopping it leaves the session's cluster alone."""
+
+import json
+import os
+import subprocess
+import sys
+
+import httpx
+
+from conftest import APPS, free_port, platform_cmd
+
+
+def test_apps_come_back_after_a_cluster_restart(tmp_path, cluster) -> None:
+    env_before = os.environ.get("TENANTSERVE_HOME")
+    os.environ["TENANTSERVE_HOME"] = str(tmp_path / "home")
+    ports = [f"--port={free_port()}", f"--http-port={free_port()}", f"--dashboard-port={free_port()}"]
+    try:
+        platform_cmd("up", *ports)
+        base = json.loads((tmp_path / "home" / "cluster.json").read_text())["http_url"]
+        platform_cmd("deploy", f"{APPS}/versioned.py::Versioned", "--auth", "public")
+        platform_cmd("deploy", f"{APPS}/async_setup.py::AsyncLoader", "--auth", "public")
+        user = platform_cmd("apps", "list").stdout.split("/versioned")[0].split()[-1]
+        assert httpx.post(f"{base}/{user}/versioned/").json()["version"] == "v1"
+
+        platform_cmd("down")
+        assert not (tmp_path / "home" / "cluster.json").exists()
+        # The session's cluster is untouched by that `down`.
+        status = subprocess.run(
+            [sys.executable, "-m", "ray.scripts.scripts", "status", f"--address={cluster['address']}"],
+            capture_output=True, text=True, env={**os.environ, "RAY_AUTH_MODE": "token"},
+        )
+        assert status.returncode == 0, status.stderr
+        assert httpx.get(f"{cluster['http_url']}/-/healthz", timeout=10).status_code in (200, 503)
+
+        platform_cmd("up", *ports)
+        assert httpx.post(f"{base}/{user}/versioned/", timeout=30).json() == {"version": "v1", "calls": 1}
+        assert httpx.post(f"{base}/{user}/async-loader/", timeout=30).json()["model"] == "loaded asynchronously"
+    finally:
+        platform_cmd("down", check=False)
+        if env_before is None:
+            os.environ.pop("TENANTSERVE_HOME", None)
+        else:
+            os.environ["TENANTSERVE_HOME"] = env_before
