@@ -1,0 +1,96 @@
+"""The registry behaves the same on SQLite and on PostgreSQL (a real server, when one runs).
+
+PostgreSQL is found at $TENANTSERVE_TEST_POSTGRES (default: the local server on
+127.0.0.1:5432, database `test`); each run works in a database of its own."""
+
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from conftest import APPS
+from tenantserve.adapters.fal.bundle import prepare
+from tenantserve.platform.registry import Registry, RegistryError
+
+POSTGRES = os.environ.get("TENANTSERVE_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture(scope="module")
+def postgres_url():
+    try:
+        admin = sa.create_engine(POSTGRES, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            name = f"tenantserve_{uuid.uuid4().hex[:10]}"
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    except Exception as error:  # no driver, no server, no rights
+        print(f"PostgreSQL registry tests skipped: {POSTGRES} unusable: {error}")
+        pytest.skip(f"no PostgreSQL server usable at {POSTGRES}: {error}")
+    url = admin.url.set(database=name)
+    yield url.render_as_string(hide_password=False)
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def registry_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'registry.db'}"
+    return request.getfixturevalue("postgres_url")
+
+
+def test_users_keys_and_apps(registry_url) -> None:
+    registry = Registry(registry_url)
+    Registry(registry_url)  # migrations are idempotent
+    owner = f"u{uuid.uuid4().hex[:8]}"
+    registry.create_user(owner)
+    with pytest.raises(RegistryError, match="exists already"):
+        registry.create_user(owner)
+    key = registry.create_key(owner, label="ci")
+    assert registry.authenticate(key) == owner
+    key_id, secret = key.split(":")
+    assert registry.authenticate(f"{key_id}:wrong") is None
+    assert registry.authenticate("no-colon") is None
+    assert [k.label for k in registry.list_keys(owner)] == ["ci"]
+    registry.revoke_key(owner, key_id)
+    assert registry.authenticate(key) is None
+    with pytest.raises(RegistryError):
+        registry.revoke_key(owner, key_id)
+
+    first = prepare(f"{APPS}/versioned.py::Versioned", owner=owner)
+    registry.put(first)
+    second = prepare(f"{APPS}/async_setup.py::AsyncLoader", owner=owner, app_name="versioned")
+    registry.put(second)
+    assert registry.get(owner, "versioned").revision == second.revision
+    assert [b.app_name for b in registry.list(owner)] == ["versioned"]
+    with registry.engine.connect() as conn:
+        secrets_stored = conn.execute(sa.text("select secret_hash from api_keys")).scalars().all()
+    assert secret not in secrets_stored  # only the hash is stored
+    assert registry.delete(owner, "versioned") and registry.get(owner, "versioned") is None
+
+
+def test_platform_on_postgresql(postgres_url, cluster, base_url, tmp_path) -> None:
+    """Deploy through the CLI with the registry on PostgreSQL; keys are checked against it."""
+    exe = str(Path(sys.executable).parent / "platform")
+    env = {**os.environ, "TENANTSERVE_DB": postgres_url, "TENANTSERVE_HOME": os.environ["TENANTSERVE_HOME"]}
+    env.pop("TENANTSERVE_KEY", None)
+    admin_key = Registry(postgres_url)
+    admin_key.create_user("pgadmin", admin=True)
+    env["TENANTSERVE_KEY"] = admin_key.create_key("pgadmin")
+
+    def platform(*args: str) -> str:
+        result = subprocess.run([exe, *args], capture_output=True, text=True, env=env, timeout=180)
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result.stdout
+
+    key = platform("users", "create", "pguser").strip().splitlines()[-1]
+    platform("deploy", f"{APPS}/versioned.py::Versioned", "--user", "pguser", "--app-name", "on-postgres")
+    assert httpx.post(f"{base_url}/pguser/on-postgres/").status_code == 401
+    answer = httpx.post(f"{base_url}/pguser/on-postgres/", headers={"Authorization": f"Key {key}"})
+    assert answer.json()["version"] == "v1"
+    assert "pguser/on-postgres" in platform("apps", "list", "--user", "pguser")
+    platform("apps", "delete", "pguser/on-postgres")
