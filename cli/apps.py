@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Optional
 
 import click
 from rich.table import Table
 
+from tenantserve.adapters.fal.options import AppOptions
 from tenantserve.platform import apps as platform_apps
 from tenantserve.platform.naming import parse_app_ref
 from tenantserve.platform.registry import Registry
 
 from .common import acting_user, address_option, caller, connect_cluster, console, friendly_errors, user_option
+from .deploy import deploy_bundle as _deploy_bundle
 
 
 @click.group("apps")
@@ -53,3 +56,78 @@ def delete(name: str, user: Optional[str], address: Optional[str]) -> None:
     if not platform_apps.delete(owner, app, registry):
         raise click.ClickException(f"no app {owner}/{app}")
     console.print(f"Deleted {owner}/{app}")
+
+
+@apps_group.command("list-rev")
+@click.argument("name")
+@user_option
+@friendly_errors
+def list_revisions(name: str, user: Optional[str]) -> None:
+    """List an app's revisions, oldest first; `*` marks the serving one."""
+    registry = Registry()
+    owner, app = _own_app(registry, name, user)
+    current = registry.get(owner, app)
+    table = Table("", "revision", "created", "class", "machine", "min/max", "keep_alive", "auth")
+    for revision, created, bundle in registry.revisions(owner, app):
+        options = bundle.options
+        table.add_row(
+            "*" if current and current.revision == revision else "", revision, f"{created:%Y-%m-%d %H:%M:%S}",
+            bundle.source.class_name, str(options.machine_type),
+            f"{options.min_concurrency}/{options.max_concurrency}", f"{options.keep_alive:g}s", options.app_auth,
+        )
+    console.print(table)
+
+
+@apps_group.command("set-rev")
+@click.argument("name")
+@click.argument("revision")
+@user_option
+@address_option
+@friendly_errors
+def set_revision(name: str, revision: str, user: Optional[str], address: Optional[str]) -> None:
+    """Serve an earlier (or later) revision of an app: a rollback."""
+    registry = Registry()
+    owner, app = _own_app(registry, name, user)
+    match = [b for rev, _, b in registry.revisions(owner, app) if rev.startswith(revision)]
+    if len(match) != 1:
+        raise click.ClickException(f"{owner}/{app} has {'no' if not match else 'several'} revision(s) {revision!r}")
+    cluster = connect_cluster(address)
+    _deploy_bundle(match[0], cluster.http_url, registry)
+    console.print(f"{owner}/{app} now serves revision {match[0].revision}")
+
+
+@apps_group.command("scale")
+@click.argument("name")
+@click.option("--keep-alive", type=click.FloatRange(min=0), default=None, help="Seconds a replica stays warm.")
+@click.option("--min-concurrency", type=click.IntRange(min=0), default=None, help="Fewest replicas (0 = scale to zero).")
+@click.option("--max-concurrency", type=click.IntRange(min=1), default=None, help="Most replicas.")
+@click.option("--max-multiplexing", type=click.IntRange(min=1), default=None, help="Requests one replica serves at once.")
+@user_option
+@address_option
+@friendly_errors
+def scale(name: str, keep_alive: Optional[float], min_concurrency: Optional[int], max_concurrency: Optional[int],
+          max_multiplexing: Optional[int], user: Optional[str], address: Optional[str]) -> None:
+    """Change a running app's autoscaling without redeploying its code (its replicas keep running)."""
+    registry = Registry()
+    owner, app = _own_app(registry, name, user)
+    bundle = registry.get(owner, app)
+    changes = {k: v for k, v in {
+        "keep_alive": keep_alive, "min_concurrency": min_concurrency,
+        "max_concurrency": max_concurrency, "max_multiplexing": max_multiplexing,
+    }.items() if v is not None}
+    if not changes:
+        raise click.ClickException("nothing to change: give --keep-alive, --min-concurrency, --max-concurrency or --max-multiplexing")
+    options = AppOptions(**{**bundle.options.model_dump(), **changes})
+    cluster = connect_cluster(address)
+    scaled = replace(bundle, options=options)
+    _deploy_bundle(scaled, cluster.http_url, registry)
+    console.print(f"{owner}/{app} scaled: " + ", ".join(f"{k}={v}" for k, v in changes.items())
+                  + f" (revision {scaled.revision})")
+
+
+def _own_app(registry: Registry, name: str, user: Optional[str]) -> tuple[str, str]:
+    owner, app = parse_app_ref(name, default_owner=acting_user(registry, user))
+    owner = acting_user(registry, owner)
+    if registry.get(owner, app) is None:
+        raise click.ClickException(f"no app {owner}/{app}")
+    return owner, app

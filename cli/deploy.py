@@ -32,7 +32,8 @@ def _load(ref: str, owner: str, app_name: Optional[str], auth: Optional[str]) ->
     return bundle
 
 
-def _deploy(bundle: AppBundle, http_url: str, registry: Optional[Registry]) -> str:
+def deploy_bundle(bundle: AppBundle, http_url: str, registry: Optional[Registry]) -> str:
+    """Deploy with progress on the console; a failure becomes the command's error."""
     label = f"{bundle.owner}/{bundle.app_name}"
     with console.status(f"Deploying {label}") as status:
         def progress(line: str) -> None:
@@ -58,7 +59,7 @@ def deploy(ref: str, app_name: Optional[str], auth: Optional[str], user: Optiona
     registry = Registry()
     bundle = _load(ref, acting_user(registry, user), app_name, auth)
     cluster = connect_cluster(address)
-    url = _deploy(bundle, cluster.http_url, registry)
+    url = deploy_bundle(bundle, cluster.http_url, registry)
     console.print(f"[green]Deployed[/green] {bundle.owner}/{bundle.app_name} (revision {bundle.revision})")
     console.print(f"  URL: {url}  (auth: {bundle.options.app_auth})")
 
@@ -77,7 +78,7 @@ def run(ref: str, user: Optional[str], address: Optional[str]) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     try:
-        url = _deploy(bundle, cluster.http_url, registry=None)
+        url = deploy_bundle(bundle, cluster.http_url, registry=None)
         console.print(f"Access your exposed service at {url}")
         console.print("Press Ctrl-C to stop it.")
         stop.wait()

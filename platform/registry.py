@@ -198,6 +198,16 @@ class Registry:
             row = conn.execute(query).first()
         return AppBundle.from_json(row.bundle) if row else None
 
+    def revisions(self, owner: str, name: str) -> list[tuple[str, datetime, AppBundle]]:
+        """Every revision of an app, oldest first."""
+        query = (
+            select(revisions.c.revision, revisions.c.created_at, revisions.c.bundle)
+            .where(revisions.c.owner == owner, revisions.c.app == name)
+            .order_by(revisions.c.created_at)
+        )
+        with self.engine.connect() as conn:
+            return [(r.revision, r.created_at, AppBundle.from_json(r.bundle)) for r in conn.execute(query)]
+
     def put(self, bundle: AppBundle) -> None:
         """Record a deployed bundle as its app's current revision."""
         now = _now()

@@ -35,6 +35,17 @@ class AppBundle:
         digest.update(json.dumps(self.local_files, sort_keys=True).encode())
         return digest.hexdigest()[:12]
 
+    @property
+    def code_version(self) -> str:
+        """What a replica is built from: everything but the autoscaling options, which
+        Serve changes on running replicas. Two bundles with equal code versions share replicas."""
+        scaling = {"keep_alive", "min_concurrency", "max_concurrency", "max_multiplexing"}
+        digest = hashlib.sha256()
+        digest.update(self.source.digest.encode())
+        digest.update(self.options.model_dump_json(exclude=scaling).encode())
+        digest.update(json.dumps(self.local_files, sort_keys=True).encode())
+        return digest.hexdigest()[:12]
+
     def unpack_local_modules(self) -> Optional[Path]:
         """Write the shipped modules under a folder named by revision; return it for sys.path."""
         if not self.local_files:

@@ -64,6 +64,7 @@ def to_application(bundle: AppBundle, cluster_resources: Mapping[str, float], re
     )
     # Serve gives every imperative deploy a random code version, so re-applying the serving
     # revision (the rollback after a failed redeploy) would restart its replicas. Pinning
-    # the version to the revision makes an equal bundle a no-op.
-    deployment = deployment.options(version=bundle.revision, _internal=True)
+    # the version to the bundle's code version makes an equal bundle a no-op, and a change
+    # of autoscaling options alone an in-place update of the running replicas.
+    deployment = deployment.options(version=bundle.code_version, _internal=True)
     return deployment.bind(bundle.to_json(), registry_url)

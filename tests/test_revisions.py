@@ -1,0 +1,43 @@
+"""Every deploy is a revision; roll back to one, or rescale a running app in place."""
+
+import re
+
+import ray
+
+from conftest import APPS
+from test_deploy_failures import _versioned
+
+
+def test_rollback_to_an_earlier_revision(cli, http, tmp_path) -> None:
+    for version in ("v1", "v2"):
+        assert cli("deploy", _versioned(tmp_path, version), "--auth", "public", as_user="judy").exit_code == 0
+    assert http.post("/judy/versioned/").json()["version"] == "v2"
+
+    listing = cli("apps", "list-rev", "versioned", as_user="judy").output
+    revisions = re.findall(r"\b[0-9a-f]{12}\b", listing)
+    assert len(revisions) == 2 and re.search(rf"\*\s+.?\s*{revisions[1]}", listing)
+
+    rolled = cli("apps", "set-rev", "versioned", revisions[0][:6], as_user="judy")
+    assert rolled.exit_code == 0, rolled.output
+    assert http.post("/judy/versioned/").json()["version"] == "v1"
+    assert cli("apps", "set-rev", "versioned", "ffffff", as_user="judy").exit_code == 1
+    assert "bob cannot act as judy" in cli("apps", "list-rev", "judy/versioned", as_user="bob").output
+
+
+def test_scale_changes_live_bounds_without_restarting_replicas(cli, http) -> None:
+    # keep_alive 60 s: the first replica cannot scale away while the test runs.
+    assert cli("deploy", f"{APPS}/async_setup.py::AsyncLoader", "--auth", "public", "--app-name", "elastic",
+               as_user="kim").exit_code == 0
+    pid = http.post("/kim/elastic/").json()["pid"]
+
+    scaled = cli("apps", "scale", "elastic", "--min-concurrency", "2", "--max-concurrency", "3",
+                 "--keep-alive", "120", as_user="kim")
+    assert scaled.exit_code == 0, scaled.output
+    app = ray.serve.status().applications["kim.elastic"]
+    deployment = next(iter(app.deployments.values()))
+    assert deployment.replica_states.get("RUNNING", 0) >= 2
+    pids = {http.post("/kim/elastic/").json()["pid"] for _ in range(30)}
+    assert pid in pids  # the replica that served before the change still serves
+
+    assert "2/3" in cli("apps", "list-rev", "elastic", as_user="kim").output
+    assert cli("apps", "scale", "elastic", as_user="kim").exit_code == 1  # nothing to change
