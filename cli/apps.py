@@ -12,6 +12,7 @@ from tenantserve.adapters.fal.options import AppOptions
 from tenantserve.platform import apps as platform_apps
 from tenantserve.platform.naming import parse_app_ref
 from tenantserve.platform.registry import Registry
+from tenantserve.platform.runners import list_runners
 
 from .common import acting_user, address_option, caller, connect_cluster, console, friendly_errors, user_option
 from .deploy import deploy_bundle as _deploy_bundle
@@ -131,3 +132,20 @@ def _own_app(registry: Registry, name: str, user: Optional[str]) -> tuple[str, s
     if registry.get(owner, app) is None:
         raise click.ClickException(f"no app {owner}/{app}")
     return owner, app
+
+
+@apps_group.command("runners")
+@click.argument("name")
+@user_option
+@address_option
+@friendly_errors
+def runners(name: str, user: Optional[str], address: Optional[str]) -> None:
+    """List an app's runners (replicas): id, state, node, pid, uptime."""
+    registry = Registry()
+    owner, app = _own_app(registry, name, user)
+    connect_cluster(address)
+    table = Table("runner", "state", "node", "pid", "uptime")
+    for runner in list_runners(owner, app):
+        uptime = f"{runner.uptime_s:.0f}s" if runner.uptime_s is not None else "?"
+        table.add_row(runner.id, runner.state, runner.node_id[:12], str(runner.pid), uptime)
+    console.print(table)

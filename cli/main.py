@@ -7,6 +7,8 @@ import click
 from .apps import apps_group
 from .cluster import down, up
 from .deploy import deploy, run
+from .runners import runners_group
+from .secrets import secrets_group
 from .users import keys_group, login, users_group
 
 
@@ -16,7 +18,7 @@ def cli() -> None:
     """tenantserve: run fal App classes on your own Ray cluster."""
 
 
-for command in (up, down, deploy, run, apps_group, users_group, keys_group, login):
+for command in (up, down, deploy, run, apps_group, users_group, keys_group, secrets_group, runners_group, login):
     cli.add_command(command)
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ import click
 from rich.table import Table
 
 from tenantserve.platform.naming import check_name
-from tenantserve.platform.registry import Registry
+from tenantserve.platform.registry import Quota, Registry
 
 from .common import acting_user, caller, console, friendly_errors, save_key, user_option
 
@@ -48,6 +48,31 @@ def list_users() -> None:
     for name, admin in registry.list_users():
         table.add_row(name, "yes" if admin else "")
     console.print(table)
+
+
+@users_group.command("quota")
+@click.argument("name")
+@click.option("--apps", type=click.IntRange(min=0), default=None, help="Most apps.")
+@click.option("--replicas", type=click.IntRange(min=0), default=None, help="Most replicas, summed over max_concurrency.")
+@click.option("--gpus", type=click.IntRange(min=0), default=None, help="Most GPUs, summed over max_concurrency.")
+@click.option("--clear", is_flag=True, help="Remove every limit.")
+@friendly_errors
+def set_quota(name: str, apps: Optional[int], replicas: Optional[int], gpus: Optional[int], clear: bool) -> None:
+    """Show or set a user's quota (limits not given stay as they are)."""
+    registry = Registry()
+    _require_admin(registry)
+    quota = registry.quota(name)
+    if clear:
+        quota = Quota()
+    quota = Quota(
+        max_apps=quota.max_apps if apps is None else apps,
+        max_replicas=quota.max_replicas if replicas is None else replicas,
+        max_gpus=quota.max_gpus if gpus is None else gpus,
+    )
+    if clear or apps is not None or replicas is not None or gpus is not None:
+        registry.set_quota(name, quota)
+    limits = {"apps": quota.max_apps, "replicas": quota.max_replicas, "gpus": quota.max_gpus}
+    console.print(f"{name}: " + ", ".join(f"{k} {'unlimited' if v is None else v}" for k, v in limits.items()))
 
 
 @click.group("keys")

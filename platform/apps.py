@@ -22,7 +22,10 @@ from tenantserve.adapters.fal.machines import UnplaceableError
 from tenantserve.adapters.fal.replica import SETUP_FAILED
 
 from .naming import route_prefix, serve_app_name
+from .cluster import state_dir
+from .quotas import QuotaError, check_quota
 from .registry import Registry, database_url
+from .secrets import key_file
 
 Progress = Callable[[str], None]
 
@@ -70,8 +73,9 @@ def _failure_message(app_status: Any) -> str:
 
 
 def _target(bundle: AppBundle, registry_url: str) -> RunTarget:
+    config = {"registry_url": registry_url, "secret_key_file": str(key_file(state_dir()))}
     return RunTarget(
-        target=to_application(bundle, ray.cluster_resources(), registry_url),
+        target=to_application(bundle, ray.cluster_resources(), config),
         name=serve_app_name(bundle.owner, bundle.app_name),
         route_prefix=route_prefix(bundle.owner, bundle.app_name),
     )
@@ -127,10 +131,12 @@ def deploy(
     previous = registry.get(bundle.owner, bundle.app_name) if registry else None
     registry_url = registry.url if registry else database_url()
     try:
+        if registry is not None:
+            check_quota(registry, bundle)
         if bundle.options.requirements:
             progress(f"environment: {len(bundle.options.requirements)} requirement(s), built once per list")
         _apply(_target(bundle, registry_url))
-    except UnplaceableError as error:
+    except (UnplaceableError, QuotaError) as error:
         raise DeployError(str(error)) from None
     try:
         _wait_running(name, bundle.options.startup_timeout, progress)

@@ -21,7 +21,7 @@ from typing import Optional
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import (
-    Boolean, Column, DateTime, MetaData, String, Table, Text, create_engine, delete, event, select, update,
+    Boolean, Column, DateTime, Integer, MetaData, String, Table, Text, create_engine, delete, event, select, update,
 )
 from sqlalchemy.engine import Engine
 
@@ -35,6 +35,16 @@ users = Table(
     Column("name", String(63), primary_key=True),
     Column("is_admin", Boolean, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("max_apps", Integer),
+    Column("max_replicas", Integer),
+    Column("max_gpus", Integer),
+)
+secrets_table = Table(
+    "secrets", metadata,
+    Column("owner", String(63), primary_key=True),
+    Column("name", String(128), primary_key=True),
+    Column("value", Text, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
 )
 api_keys = Table(
     "api_keys", metadata,
@@ -108,6 +118,15 @@ def migrate(engine: Engine) -> None:
     with engine.begin() as connection:
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
+
+
+@dataclass(frozen=True)
+class Quota:
+    """A user's limits; None means no limit."""
+
+    max_apps: Optional[int] = None
+    max_replicas: Optional[int] = None
+    max_gpus: Optional[int] = None
 
 
 @dataclass(frozen=True)
@@ -189,6 +208,42 @@ class Registry:
         if row is None or not hmac.compare_digest(row.secret_hash, hash_secret(secret)):
             return None
         return row.owner
+
+    # quotas and secrets
+
+    def quota(self, owner: str) -> Quota:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(users.c.max_apps, users.c.max_replicas, users.c.max_gpus).where(users.c.name == owner)
+            ).first()
+        return Quota(*row) if row else Quota()
+
+    def set_quota(self, owner: str, quota: Quota) -> None:
+        with self.engine.begin() as conn:
+            result = conn.execute(update(users).where(users.c.name == owner).values(
+                max_apps=quota.max_apps, max_replicas=quota.max_replicas, max_gpus=quota.max_gpus,
+            ))
+        if result.rowcount == 0:
+            raise RegistryError(f"no user {owner!r}")
+
+    def set_secret(self, owner: str, name: str, sealed: str) -> None:
+        key = (secrets_table.c.owner == owner) & (secrets_table.c.name == name)
+        with self.engine.begin() as conn:
+            conn.execute(delete(secrets_table).where(key))
+            conn.execute(secrets_table.insert().values(owner=owner, name=name, value=sealed, updated_at=_now()))
+
+    def unset_secret(self, owner: str, name: str) -> bool:
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                delete(secrets_table).where(secrets_table.c.owner == owner, secrets_table.c.name == name)
+            )
+        return result.rowcount > 0
+
+    def secrets(self, owner: str) -> dict[str, tuple[str, datetime]]:
+        """{name: (sealed value, updated at)} of a user's secrets."""
+        query = select(secrets_table).where(secrets_table.c.owner == owner).order_by(secrets_table.c.name)
+        with self.engine.connect() as conn:
+            return {r.name: (r.value, r.updated_at) for r in conn.execute(query)}
 
     # apps and revisions
 

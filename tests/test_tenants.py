@@ -100,3 +100,63 @@ def test_private_websocket_needs_the_owners_key(cli, base_url, keys) -> None:
     with connect(url, additional_headers=_key(keys, "erin")) as ws:
         ws.send("hi")
         assert ws.recv(timeout=10) == "HI"
+
+
+def test_secrets_reach_only_the_owners_replicas(cli, http, keys) -> None:
+    assert cli("secrets", "set", "API_TOKEN=s3cr3t-value", "REGION=eu", as_user="frank").exit_code == 0
+    listing = cli("secrets", "list", as_user="frank").output
+    assert "API_TOKEN" in listing and "s3cr3t-value" not in listing
+    deployed(cli, f"{APPS}/env_probe.py::EnvProbe", "--user", "frank")
+    deployed(cli, f"{APPS}/env_probe.py::EnvProbe", "--user", "grace")
+    assert http.post("/frank/env-probe/", json={"name": "API_TOKEN"}).json()["value"] == "s3cr3t-value"
+    assert http.post("/grace/env-probe/", json={"name": "API_TOKEN"}).json()["value"] is None
+
+    from tenantserve.platform.registry import Registry
+
+    stored = Registry().secrets("frank")["API_TOKEN"][0]
+    assert "s3cr3t" not in stored  # encrypted at rest
+    assert cli("secrets", "list", "--user", "frank", as_user="grace").exit_code == 1
+    assert cli("secrets", "unset", "REGION", as_user="frank").exit_code == 0
+    assert "REGION" not in cli("secrets", "list", as_user="frank").output
+    assert cli("secrets", "unset", "REGION", as_user="frank").exit_code == 1
+    assert cli("secrets", "set", "not a name=1", as_user="frank").exit_code == 1
+
+
+def test_quotas_are_enforced_at_deploy_and_scale(cli, http) -> None:
+    assert cli("users", "quota", "heidi", "--apps", "1", "--replicas", "3", "--gpus", "0").exit_code == 0
+    assert "bob is not an admin" in cli("users", "quota", "heidi", "--apps", "9", as_user="bob").output
+    deployed(cli, f"{APPS}/versioned.py::Versioned", "--user", "heidi", "--app-name", "first")
+
+    second = cli("deploy", f"{APPS}/versioned.py::Versioned", "--app-name", "second", as_user="heidi")
+    assert second.exit_code == 1 and "apps would be 2, the limit is 1" in second.output
+    assert http.post("/heidi/second/").status_code == 404
+
+    too_wide = cli("apps", "scale", "first", "--max-concurrency", "4", as_user="heidi")
+    assert too_wide.exit_code == 1 and "replicas (sum of max_concurrency) would be 4, the limit is 3" in too_wide.output
+    assert cli("apps", "scale", "first", "--max-concurrency", "3", as_user="heidi").exit_code == 0
+
+    gpu = cli("deploy", f"{APPS}/gpu.py::GpuApp", "--app-name", "first", as_user="heidi")
+    assert gpu.exit_code == 1 and "GPUs" in gpu.output and "the limit is 0" in gpu.output
+    assert http.post("/heidi/first/").json()["version"] == "v1"  # still the app it was
+    assert cli("users", "quota", "heidi", "--clear").exit_code == 0
+
+
+def test_runners_list_and_kill(cli, http) -> None:
+    deployed(cli, f"{APPS}/env_probe.py::EnvProbe", "--user", "ivan", "--app-name", "probe")
+    pid = http.post("/ivan/probe/", json={"name": "HOME"}).json()["pid"]
+    listing = cli("apps", "runners", "probe", as_user="ivan")
+    assert listing.exit_code == 0 and str(pid) in listing.output and "ALIVE" in listing.output
+    runner_id = next(line.split()[1] for line in listing.output.splitlines() if str(pid) in line)
+
+    assert "no runner" in cli("runners", "kill", runner_id, as_user="bob").output  # not bob's
+    killed = cli("runners", "kill", runner_id, as_user="ivan")
+    assert killed.exit_code == 0 and "ivan/probe" in killed.output
+    deadline = time.monotonic() + 60
+    new_pid = None
+    while time.monotonic() < deadline:  # min_concurrency=1: Serve brings a replica back
+        response = http.post("/ivan/probe/", json={"name": "HOME"})
+        if response.status_code == 200 and response.json()["pid"] != pid:
+            new_pid = response.json()["pid"]
+            break
+        time.sleep(0.5)
+    assert new_pid is not None

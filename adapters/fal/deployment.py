@@ -40,10 +40,13 @@ def autoscaling_config(bundle: AppBundle) -> dict[str, Any]:
     }
 
 
-def to_application(bundle: AppBundle, cluster_resources: Mapping[str, float], registry_url: str) -> Application:
+def to_application(
+    bundle: AppBundle, cluster_resources: Mapping[str, float], platform_config: dict[str, Any]
+) -> Application:
     """Bind the bundle into a Serve application; raises UnplaceableError if no node fits it.
 
-    `registry_url` is where the replica's ingress checks API keys."""
+    `platform_config` tells the replica where API keys and secrets live (`registry_url`,
+    `secret_key_file`)."""
     options = bundle.options
     actor = actor_options(options.machine_types, options.num_gpus, cluster_resources)
     env = runtime_env(bundle)
@@ -67,4 +70,4 @@ def to_application(bundle: AppBundle, cluster_resources: Mapping[str, float], re
     # the version to the bundle's code version makes an equal bundle a no-op, and a change
     # of autoscaling options alone an in-place update of the running replicas.
     deployment = deployment.options(version=bundle.code_version, _internal=True)
-    return deployment.bind(bundle.to_json(), registry_url)
+    return deployment.bind(bundle.to_json(), platform_config)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
 import sys
 import traceback
 from typing import Any
@@ -16,6 +17,7 @@ import ray.cloudpickle
 from ray import serve
 
 from tenantserve.platform.auth import AuthMiddleware
+from tenantserve.platform.secrets import replica_environment
 
 from .bundle import AppBundle
 from .loader import load_class
@@ -39,9 +41,13 @@ def _user_traceback(error: BaseException, filename: str) -> str:
 
 @serve.ingress()
 class FalAppReplica:
-    async def __init__(self, bundle_json: str, registry_url: str) -> None:
-        self._registry_url = registry_url
+    async def __init__(self, bundle_json: str, platform_config: dict[str, Any]) -> None:
+        self._registry_url = platform_config["registry_url"]
         self._bundle = bundle = AppBundle.from_json(bundle_json)
+        # The owner's secrets, as environment variables, before the app's code runs.
+        os.environ.update(
+            replica_environment(bundle.owner, self._registry_url, platform_config.get("secret_key_file"))
+        )
         modules_root = bundle.unpack_local_modules()
         if modules_root is not None:
             sys.path.insert(0, str(modules_root))

@@ -1,0 +1,36 @@
+"""Per-user limits on apps, replicas and GPUs, checked before a deploy or a scale.
+
+Replicas and GPUs count what an app may grow to (`max_concurrency`), not what it runs
+now: a deploy that fits cannot later autoscale past the user's share."""
+
+from __future__ import annotations
+
+from tenantserve.adapters.fal.bundle import AppBundle
+from tenantserve.adapters.fal.machines import accelerator_type
+
+from .registry import Registry
+
+
+class QuotaError(ValueError):
+    """A deploy or scale that would pass one of the user's limits."""
+
+
+def gpus_per_replica(bundle: AppBundle) -> int:
+    if not any(accelerator_type(t) for t in bundle.options.machine_types):
+        return 0
+    return bundle.options.num_gpus or 1
+
+
+def check_quota(registry: Registry, bundle: AppBundle) -> None:
+    quota = registry.quota(bundle.owner)
+    others = [b for b in registry.list(bundle.owner) if b.app_name != bundle.app_name]
+    apps = len(others) + 1
+    replicas = sum(b.options.max_concurrency for b in others + [bundle])
+    gpus = sum(b.options.max_concurrency * gpus_per_replica(b) for b in others + [bundle])
+    for name, used, limit in (
+        ("apps", apps, quota.max_apps),
+        ("replicas (sum of max_concurrency)", replicas, quota.max_replicas),
+        ("GPUs (max_concurrency x GPUs per replica)", gpus, quota.max_gpus),
+    ):
+        if limit is not None and used > limit:
+            raise QuotaError(f"quota exceeded for {bundle.owner}: {name} would be {used}, the limit is {limit}")

@@ -1,0 +1,69 @@
+"""Encryption at rest for users' secrets (Fernet: AES-128-CBC with an HMAC).
+
+The key comes from `TENANTSERVE_SECRET_KEY`, or from `secret.key` in the state directory,
+made on first use. Every node whose replicas need secrets must see the same key: on a
+multi-node cluster set `TENANTSERVE_SECRET_KEY` on each node.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Optional
+
+from cryptography.fernet import Fernet, InvalidToken
+
+SECRET_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+
+
+class SecretsError(ValueError):
+    """A bad secret name, or a value this platform's key cannot decrypt."""
+
+
+def check_secret_name(name: str) -> str:
+    if not SECRET_NAME.match(name):
+        raise SecretsError(f"invalid secret name {name!r}: use letters, digits and '_', as for an environment variable")
+    return name
+
+
+def key_file(state_dir: Path) -> Path:
+    return state_dir / "secret.key"
+
+
+def load_key(path: Optional[Path], create: bool = False) -> bytes:
+    env = os.environ.get("TENANTSERVE_SECRET_KEY")
+    if env:
+        return env.encode()
+    if path is None or (not create and not path.exists()):
+        raise SecretsError(f"cannot read secrets: no TENANTSERVE_SECRET_KEY and no key file {path}")
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(Fernet.generate_key())
+        path.chmod(0o600)
+    return path.read_bytes().strip()
+
+
+class SecretBox:
+    def __init__(self, key: bytes) -> None:
+        self._fernet = Fernet(key)
+
+    def seal(self, value: str) -> str:
+        return self._fernet.encrypt(value.encode()).decode()
+
+    def open(self, token: str) -> str:
+        try:
+            return self._fernet.decrypt(token.encode()).decode()
+        except InvalidToken:
+            raise SecretsError("a stored secret cannot be decrypted with this platform's key") from None
+
+
+def replica_environment(owner: str, registry_url: str, key_path: Optional[str]) -> dict[str, str]:
+    """A user's secrets, decrypted, for the environment of that user's replicas."""
+    from .registry import Registry
+
+    sealed = Registry(registry_url, migrate_schema=False).secrets(owner)
+    if not sealed:
+        return {}
+    box = SecretBox(load_key(Path(key_path) if key_path else None))
+    return {name: box.open(value) for name, (value, _) in sealed.items()}

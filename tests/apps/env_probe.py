@@ -1,0 +1,22 @@
+import os
+from typing import Optional
+
+import fal
+from pydantic import BaseModel
+
+
+class Name(BaseModel):
+    name: str
+
+
+class Value(BaseModel):
+    value: Optional[str]
+    pid: int
+
+
+class EnvProbe(fal.App, keep_alive=300, min_concurrency=1):
+    machine_type = "XS"
+
+    @fal.endpoint("/")
+    def read(self, request: Name) -> Value:
+        return Value(value=os.environ.get(request.name), pid=os.getpid())
