@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from typing import Optional
+
 import click
 
 from .apps import apps_group
@@ -9,16 +12,20 @@ from .cluster import down, up
 from .deploy import deploy, run
 from .runners import runners_group
 from .secrets import secrets_group
-from .users import keys_group, login, users_group
+from .users import keys_group, login, users_group, whoami
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="tenantserve")
-def cli() -> None:
+@click.option("--db", envvar="TENANTSERVE_DB", default=None, metavar="URL",
+              help="The registry's SQLAlchemy URL (default: SQLite in the state directory).")
+def cli(db: Optional[str]) -> None:
     """tenantserve: run fal App classes on your own Ray cluster."""
+    if db:
+        os.environ["TENANTSERVE_DB"] = db
 
 
-for command in (up, down, deploy, run, apps_group, users_group, keys_group, secrets_group, runners_group, login):
+for command in (up, down, deploy, run, apps_group, users_group, keys_group, secrets_group, runners_group, login, whoami):
     cli.add_command(command)
 
 if __name__ == "__main__":

@@ -119,6 +119,13 @@ def revoke_key(key_id: str, user: Optional[str]) -> None:
 
 
 @click.command()
+@friendly_errors
+def whoami() -> None:
+    """Print the user your API key belongs to."""
+    console.print(caller(Registry()).user)
+
+
+@click.command()
 @click.argument("key")
 @friendly_errors
 def login(key: str) -> None:

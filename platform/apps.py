@@ -86,6 +86,7 @@ def _apply(*targets: RunTarget) -> None:
 
 
 def _wait_running(name: str, timeout: float, progress: Progress) -> None:
+    """Wait for Serve to run the target last applied (an apply turns the app DEPLOYING at once)."""
     deadline = time.monotonic() + timeout
     last = ""
     while time.monotonic() < deadline:
@@ -107,14 +108,16 @@ def _wait_running(name: str, timeout: float, progress: Progress) -> None:
     raise DeployError(f"replicas were not ready within startup_timeout ({timeout:g}s). {detail}".strip())
 
 
-def _wait_answering(url: str, timeout: float = 30) -> None:
-    """Serve's proxies learn new routes a moment after the app runs; wait until they do."""
+def _wait_answering(url: str, code_version: str, timeout: float = 30) -> None:
+    """Serve's proxies learn new routes and replicas a moment after the app runs; wait
+    until the new code answers on the HTTP port."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            if httpx.get(f"{url}/health", timeout=5).status_code == 200:
+            response = httpx.get(f"{url}/health", timeout=5)
+            if response.status_code == 200 and response.json().get("version") == code_version:
                 return
-        except httpx.HTTPError:
+        except (httpx.HTTPError, ValueError):
             pass
         time.sleep(0.1)
     raise DeployError(f"the app is running but {url}/health did not answer within {timeout:g}s")
@@ -144,7 +147,7 @@ def deploy(
         _restore(name, previous, registry_url, progress)
         raise
     url = app_url(http_url, bundle.owner, bundle.app_name)
-    _wait_answering(url)
+    _wait_answering(url, bundle.code_version)
     if registry is not None:
         registry.put(bundle)
     return url

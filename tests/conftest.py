@@ -74,7 +74,7 @@ def http(base_url: str) -> Iterator[httpx.Client]:
 
 TEST_USERS = (
     "alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi",
-    "ivan", "judy", "kim", "lena", "mia", "remote",
+    "ivan", "judy", "kim", "lena", "mia", "olga", "remote",
 )
 
 

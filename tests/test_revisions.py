@@ -1,6 +1,8 @@
 """Every deploy is a revision; roll back to one, or rescale a running app in place."""
 
 import re
+import threading
+import time
 
 import ray
 
@@ -41,3 +43,36 @@ def test_scale_changes_live_bounds_without_restarting_replicas(cli, http) -> Non
 
     assert "2/3" in cli("apps", "list-rev", "elastic", as_user="kim").output
     assert cli("apps", "scale", "elastic", as_user="kim").exit_code == 1  # nothing to change
+
+
+def test_redeploy_under_steady_load_drops_no_request(cli, http, tmp_path) -> None:
+    (tmp_path / "v1").mkdir()
+    (tmp_path / "v2").mkdir()
+    assert cli("deploy", _versioned(tmp_path / "v1", "v1"), "--auth", "public", "--app-name", "rolling",
+               as_user="lena").exit_code == 0
+    answers: list[tuple[int, str]] = []
+    stop = threading.Event()
+
+    def steady_load() -> None:
+        while not stop.is_set():
+            response = http.post("/lena/rolling/")
+            answers.append((response.status_code, response.json()["version"] if response.is_success else response.text))
+
+    workers = [threading.Thread(target=steady_load) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    try:
+        redeploy = cli("deploy", _versioned(tmp_path / "v2", "v2"), "--auth", "public", "--app-name", "rolling",
+                       as_user="lena")
+        assert redeploy.exit_code == 0, redeploy.output
+        time.sleep(1)
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join(timeout=30)
+    failures = [answer for answer in answers if answer[0] != 200]
+    versions = [version for status, version in answers if status == 200]
+    print(f"rolling redeploy under load: {len(answers)} requests, {len(failures)} failed, "
+          f"{versions.count('v1')} answered by v1, {versions.count('v2')} by v2")
+    assert not failures, failures[:5]
+    assert versions.count("v1") > 0 and versions.count("v2") > 0 and versions[-1] == "v2"

@@ -123,22 +123,22 @@ def test_secrets_reach_only_the_owners_replicas(cli, http, keys) -> None:
 
 
 def test_quotas_are_enforced_at_deploy_and_scale(cli, http) -> None:
-    assert cli("users", "quota", "heidi", "--apps", "1", "--replicas", "3", "--gpus", "0").exit_code == 0
-    assert "bob is not an admin" in cli("users", "quota", "heidi", "--apps", "9", as_user="bob").output
-    deployed(cli, f"{APPS}/versioned.py::Versioned", "--user", "heidi", "--app-name", "first")
+    assert cli("users", "quota", "olga", "--apps", "1", "--replicas", "3", "--gpus", "0").exit_code == 0
+    assert "bob is not an admin" in cli("users", "quota", "olga", "--apps", "9", as_user="bob").output
+    deployed(cli, f"{APPS}/versioned.py::Versioned", "--user", "olga", "--app-name", "first")
 
-    second = cli("deploy", f"{APPS}/versioned.py::Versioned", "--app-name", "second", as_user="heidi")
+    second = cli("deploy", f"{APPS}/versioned.py::Versioned", "--app-name", "second", as_user="olga")
     assert second.exit_code == 1 and "apps would be 2, the limit is 1" in second.output
-    assert http.post("/heidi/second/").status_code == 404
+    assert http.post("/olga/second/").status_code == 404
 
-    too_wide = cli("apps", "scale", "first", "--max-concurrency", "4", as_user="heidi")
+    too_wide = cli("apps", "scale", "first", "--max-concurrency", "4", as_user="olga")
     assert too_wide.exit_code == 1 and "replicas (sum of max_concurrency) would be 4, the limit is 3" in too_wide.output
-    assert cli("apps", "scale", "first", "--max-concurrency", "3", as_user="heidi").exit_code == 0
+    assert cli("apps", "scale", "first", "--max-concurrency", "3", as_user="olga").exit_code == 0
 
-    gpu = cli("deploy", f"{APPS}/gpu.py::GpuApp", "--app-name", "first", as_user="heidi")
+    gpu = cli("deploy", f"{APPS}/gpu.py::GpuApp", "--app-name", "first", as_user="olga")
     assert gpu.exit_code == 1 and "GPUs" in gpu.output and "the limit is 0" in gpu.output
-    assert http.post("/heidi/first/").json()["version"] == "v1"  # still the app it was
-    assert cli("users", "quota", "heidi", "--clear").exit_code == 0
+    assert http.post("/olga/first/").json()["version"] == "v1"  # still the app it was
+    assert cli("users", "quota", "olga", "--clear").exit_code == 0
 
 
 def test_runners_list_and_kill(cli, http) -> None:

@@ -71,6 +71,7 @@ class FalAppReplica:
             list(self._endpoints.values()),
             title=f"{self._bundle.owner}/{self._bundle.app_name}",
             timeout=self._bundle.options.request_timeout,
+            version=self._bundle.code_version,
         )
         return AuthMiddleware(app, self._bundle.owner, self._bundle.options.app_auth, self._registry_url)
 

@@ -133,7 +133,9 @@ async def _not_found(request: Request, error: StarletteHTTPException) -> Respons
     return JSONResponse({"detail": error.detail}, status_code=error.status_code, headers=error.headers)
 
 
-def build_asgi_app(instance: Any, endpoints: list[Endpoint], title: str, timeout: Optional[float]) -> FastAPI:
+def build_asgi_app(
+    instance: Any, endpoints: list[Endpoint], title: str, timeout: Optional[float], version: str
+) -> FastAPI:
     app = FastAPI(title=title)
     for endpoint in endpoints:
         method = getattr(instance, endpoint.name)
@@ -150,7 +152,7 @@ def build_asgi_app(instance: Any, endpoints: list[Endpoint], title: str, timeout
         )
 
     async def health() -> dict[str, str]:
-        return {"status": "ok"}
+        return {"status": "ok", "version": version}
 
     app.add_api_route("/health", health, methods=["GET"], include_in_schema=False)
     app.add_exception_handler(StarletteHTTPException, _not_found)
