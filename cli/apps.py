@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
+from datetime import datetime, timedelta
 from typing import Optional
 
 import click
@@ -12,6 +14,7 @@ from tenantserve.adapters.fal.options import AppOptions
 from tenantserve.platform import apps as platform_apps
 from tenantserve.platform.naming import parse_app_ref
 from tenantserve.platform.registry import Registry
+from tenantserve.platform.logs import read_logs
 from tenantserve.platform.runners import list_runners
 
 from .common import acting_user, address_option, caller, connect_cluster, console, friendly_errors, user_option
@@ -149,3 +152,40 @@ def runners(name: str, user: Optional[str], address: Optional[str]) -> None:
         uptime = f"{runner.uptime_s:.0f}s" if runner.uptime_s is not None else "?"
         table.add_row(runner.id, runner.state, runner.node_id[:12], str(runner.pid), uptime)
     console.print(table)
+
+
+def _since(value: Optional[str]) -> Optional[datetime]:
+    if not value:
+        return None
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if value[-1] in units and value[:-1].isdigit():
+        return datetime.now() - timedelta(seconds=int(value[:-1]) * units[value[-1]])
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter("use a duration such as 30s, 10m, 2h, or an ISO time", param_hint="--since") from None
+
+
+@click.command()
+@click.argument("name")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new lines.")
+@click.option("--since", default=None, help="Only lines newer than this: 30s, 10m, 2h, or an ISO time.")
+@click.option("--request", "request_id", default=None, help="Only lines of this request id.")
+@user_option
+@address_option
+@friendly_errors
+def logs(name: str, follow: bool, since: Optional[str], request_id: Optional[str], user: Optional[str],
+         address: Optional[str]) -> None:
+    """Print an app's replica logs (prints, warnings, tracebacks), each with its replica and time."""
+    registry = Registry()
+    owner, app = _own_app(registry, name, user)
+    connect_cluster(address)
+    start, printed = _since(since), 0
+    while True:
+        lines = read_logs(owner, app, since=start, request_id=request_id)
+        for line in lines[printed:]:
+            console.print(line.render(), markup=False)
+        printed = len(lines)
+        if not follow:
+            break
+        time.sleep(1)

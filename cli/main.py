@@ -7,7 +7,7 @@ from typing import Optional
 
 import click
 
-from .apps import apps_group
+from .apps import apps_group, logs
 from .cluster import down, up
 from .deploy import deploy, run
 from .runners import runners_group
@@ -25,7 +25,7 @@ def cli(db: Optional[str]) -> None:
         os.environ["TENANTSERVE_DB"] = db
 
 
-for command in (up, down, deploy, run, apps_group, users_group, keys_group, secrets_group, runners_group, login, whoami):
+for command in (up, down, deploy, run, apps_group, logs, users_group, keys_group, secrets_group, runners_group, login, whoami):
     cli.add_command(command)
 
 if __name__ == "__main__":

@@ -23,11 +23,14 @@ DEFAULT_RAY_PORT = 6390  # Ray's own default, 6379, is Redis's port.
 DEFAULT_HTTP_PORT = 8000
 DEFAULT_DASHBOARD_PORT = 8265
 
-# Faster autoscaling signals: a request to an app scaled to zero wakes a replica in
-# about a second and a half instead of ten. They must be set before the cluster starts.
+# Set before the cluster starts. Faster autoscaling signals: a request to an app scaled
+# to zero wakes a replica in about a second and a half instead of ten. Serve sends a
+# replica's prints and stderr to its log file (what `platform logs` reads) only when it
+# does not also log to stderr.
 CLUSTER_ENV = {
     "RAY_SERVE_HANDLE_AUTOSCALING_METRIC_PUSH_INTERVAL_S": "0.2",
     "RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S": "0.2",
+    "RAY_SERVE_LOG_TO_STDERR": "0",
 }
 
 

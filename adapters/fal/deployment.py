@@ -61,6 +61,8 @@ def to_application(
         max_queued_requests=-1,
         max_constructor_retry_count=CONSTRUCTOR_RETRIES,
         graceful_shutdown_timeout_s=30,
+        # JSON lines, each with its replica, request id and time: `platform logs` filters on them.
+        logging_config={"encoding": "JSON"},
         # A redeploy starts the new replicas before it stops the old ones, so a new
         # revision whose setup() fails never takes the serving one down.
         max_surge_percent=100,

@@ -1,0 +1,63 @@
+"""An app's replica logs (its prints, warnings and tracebacks), read through Ray's state API
+from every node, so they are there for stopped replicas and on any node of a cluster."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Iterator, Optional
+
+import ray
+from ray.util.state import get_log, list_logs
+
+from .naming import serve_app_name
+
+
+@dataclass(frozen=True)
+class LogLine:
+    time: datetime
+    replica: str
+    level: str
+    message: str
+    request_id: str = ""
+
+    def render(self) -> str:
+        return f"{self.time:%Y-%m-%d %H:%M:%S.%f}"[:-3] + f" {self.replica} {self.level:<7} {self.message}"
+
+
+def _parse(raw: str, replica: str) -> Optional[LogLine]:
+    try:
+        record = json.loads(raw)
+        stamp = datetime.strptime(record["asctime"], "%Y-%m-%d %H:%M:%S,%f")
+    except (ValueError, KeyError, TypeError):
+        return None
+    message = record.get("message", "").rstrip()
+    if record.get("exc_text"):
+        message = f"{message}\n{record['exc_text']}"
+    return LogLine(stamp, record.get("replica", replica), record.get("levelname", ""), message,
+                   record.get("request_id", ""))
+
+
+def _replica_files(owner: str, app: str) -> Iterator[tuple[str, str]]:
+    pattern = f"serve/replica_{serve_app_name(owner, app)}_*.log"
+    for node in ray.nodes():
+        if not node["Alive"]:
+            continue
+        for names in list_logs(node_id=node["NodeID"], glob_filter=pattern).values():
+            for name in names:
+                yield node["NodeID"], name
+
+
+def read_logs(owner: str, app: str, since: Optional[datetime] = None, request_id: Optional[str] = None) -> list[LogLine]:
+    """Every log line of the app's replicas, oldest first, optionally from `since` / for one request."""
+    lines = []
+    for node_id, name in _replica_files(owner, app):
+        replica = name.rsplit("_", 1)[-1].removesuffix(".log")
+        text = "".join(get_log(node_id=node_id, filename=name, tail=-1, errors="replace"))
+        for raw in text.splitlines():
+            line = _parse(raw, replica)
+            if line is None or (since and line.time < since) or (request_id and line.request_id != request_id):
+                continue
+            lines.append(line)
+    return sorted(lines, key=lambda line: line.time)

@@ -1,0 +1,37 @@
+"""`platform logs` shows an app's prints and tracebacks, and only to its owner."""
+
+import time
+
+from conftest import APPS, deployed
+
+
+def _logs(cli, *args: str, user: str = "mia", expect: str = "", timeout: float = 20) -> str:
+    deadline = time.monotonic() + timeout
+    while True:  # Serve flushes replica logs in batches
+        result = cli("logs", *args, as_user=user)
+        if expect in result.output or time.monotonic() > deadline:
+            return result.output
+        time.sleep(1)
+
+
+def test_logs_show_prints_and_tracebacks_to_the_owner(cli, http) -> None:
+    deployed(cli, f"{APPS}/chatty.py::Chatty", "--user", "mia")
+    assert http.post("/mia/chatty/", headers={"x-request-id": "req-talk-1"}).status_code == 200
+    failed = http.post("/mia/chatty/fail")
+    assert failed.status_code == 500
+
+    everything = _logs(cli, "chatty", expect="missing-tensor")
+    assert "loading the weights" in everything  # setup()'s print
+    assert "handling a request" in everything
+    assert "this model is deprecated" in everything
+    assert "KeyError: 'missing-tensor'" in everything and "chatty.py" in everything
+    line = next(l for l in everything.splitlines() if "handling a request" in l)
+    assert line[:4].isdigit() and len(line.split()[2]) == 8  # time, then the replica id
+
+    one_request = _logs(cli, "chatty", "--request", "req-talk-1", expect="handling a request")
+    assert "handling a request" in one_request and "missing-tensor" not in one_request
+    time.sleep(2)
+    assert "loading the weights" not in _logs(cli, "chatty", "--since", "1s")
+
+    refused = cli("logs", "mia/chatty", as_user="bob")
+    assert refused.exit_code == 1 and "bob cannot act as mia" in refused.output
