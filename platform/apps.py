@@ -21,8 +21,8 @@ from tenantserve.adapters.fal.deployment import to_application
 from tenantserve.adapters.fal.machines import UnplaceableError
 from tenantserve.adapters.fal.replica import SETUP_FAILED
 
-from .naming import route_prefix, serve_app_name
 from .cluster import state_dir
+from .naming import route_prefix, serve_app_name
 from .quotas import QuotaError, check_quota
 from .registry import Registry, database_url
 from .secrets import key_file
@@ -54,11 +54,16 @@ def _serve_status(name: str) -> Optional[Any]:
     return serve.status().applications.get(name)
 
 
+def _state(value: Any) -> str:
+    """Serve's status enums as their plain names."""
+    return str(getattr(value, "value", value))
+
+
 def _replica_summary(app_status: Any) -> dict[str, int]:
     counts: dict[str, int] = {}
     for deployment in app_status.deployments.values():
         for state, count in deployment.replica_states.items():
-            counts[str(getattr(state, "value", state))] = counts.get(str(getattr(state, "value", state)), 0) + count
+            counts[_state(state)] = counts.get(_state(state), 0) + count
     return counts
 
 
@@ -92,7 +97,7 @@ def _wait_running(name: str, timeout: float, progress: Progress) -> None:
     while time.monotonic() < deadline:
         app_status = _serve_status(name)
         if app_status is not None:
-            state = str(getattr(app_status.status, "value", app_status.status))
+            state = _state(app_status.status)
             if state == "RUNNING":
                 return
             if state in ("DEPLOY_FAILED", "UNHEALTHY"):
@@ -199,7 +204,7 @@ def list_apps(http_url: str, registry: Registry, owner: Optional[str] = None) ->
     result = []
     for bundle in registry.list(owner):
         app_status = serve_apps.get(serve_app_name(bundle.owner, bundle.app_name))
-        state = str(getattr(app_status.status, "value", app_status.status)) if app_status else "NOT_RUNNING"
+        state = _state(app_status.status) if app_status else "NOT_RUNNING"
         result.append(
             AppStatus(
                 owner=bundle.owner,
