@@ -12,6 +12,7 @@ import click
 from rich.console import Console
 
 from tenantserve.platform.cluster import ClusterError, ClusterInfo, connect, state_dir
+from tenantserve.platform.logs import LogsError
 from tenantserve.platform.naming import InvalidNameError, check_name
 from tenantserve.platform.registry import Registry, RegistryError
 
@@ -119,7 +120,7 @@ def friendly_errors(command: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
-        except (ClusterError, InvalidNameError, RegistryError, ValueError) as error:
+        except (ClusterError, InvalidNameError, LogsError, RegistryError, ValueError) as error:
             raise click.ClickException(str(error)) from None
 
     return wrapper  # type: ignore[return-value]

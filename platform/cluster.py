@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -137,6 +138,12 @@ def up(
         args.append(f"--num-gpus={num_gpus}")
     if resources:
         args.append(f"--resources={json.dumps(resources)}")
+    # Ray's fixed default ports for its node agents would clash with any other Ray
+    # cluster on this machine (the second one's log and metrics agents would not start).
+    args += [
+        f"--dashboard-agent-listen-port={_free_port()}", f"--dashboard-agent-grpc-port={_free_port()}",
+        f"--runtime-env-agent-port={_free_port()}", f"--metrics-export-port={_free_port()}",
+    ]
     auth_mode = os.environ.get(AUTH_MODE[0], AUTH_MODE[1])
     started = _ray_cli(*args, env={**CLUSTER_ENV, AUTH_MODE[0]: auth_mode})
     if started.returncode != 0:
@@ -165,29 +172,62 @@ def ray_temp_dir() -> str:
     return f"/tmp/tenantserve-{digest}"
 
 
-def _cluster_pids(marker: str) -> list[int]:
-    pids = []
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _process(pid: int) -> Optional[tuple[int, str]]:
+    """(parent pid, start time) of a live process, or None."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return int(fields[1]), fields[19]
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _cluster_processes(marker: str) -> dict[int, str]:
+    """{pid: start time} of the processes whose command line names `marker`, and of all
+    their descendants (Ray's agents and workers rename themselves `ray::...`, so only
+    their ancestry tells)."""
+    table: dict[int, tuple[int, str]] = {}
+    found: set[int] = set()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
+        info = _process(int(entry.name))
+        if info is None:
+            continue
+        table[int(entry.name)] = info
         try:
             if marker in (entry / "cmdline").read_bytes().decode(errors="replace"):
-                pids.append(int(entry.name))
+                found.add(int(entry.name))
         except OSError:
             continue
-    return pids
+    while True:
+        children = {pid for pid, (parent, _) in table.items() if parent in found} - found
+        if not children:
+            return {pid: table[pid][1] for pid in found}
+        found |= children
 
 
-def _stop_processes(marker: str, grace: float = 10) -> None:
-    """SIGTERM every process whose command line names `marker`, then SIGKILL stragglers."""
+def _stop_processes(marker: str, grace: float = 3) -> None:
+    """SIGTERM the cluster's processes (found before any dies, while the tree is whole),
+    then SIGKILL stragglers."""
+    processes = _cluster_processes(marker)
+
+    def alive() -> list[int]:  # the same processes: a reused pid has another start time
+        return [pid for pid, started in processes.items() if (_process(pid) or (0, ""))[1] == started]
+
     for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5)):
-        for pid in _cluster_pids(marker):
+        for pid in alive():
             try:
                 os.kill(pid, sig)
             except OSError:
                 pass
         deadline = time.monotonic() + wait
-        while _cluster_pids(marker) and time.monotonic() < deadline:
+        while alive() and time.monotonic() < deadline:
             time.sleep(0.2)
 
 

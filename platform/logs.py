@@ -4,14 +4,17 @@ from every node, so they are there for stopped replicas and on any node of a clu
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional, TypeVar
 
 import ray
 from ray.util.state import get_log, list_logs
 
 from .naming import serve_app_name
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -39,14 +42,32 @@ def _parse(raw: str, replica: str) -> Optional[LogLine]:
                    record.get("request_id", ""))
 
 
+class LogsError(RuntimeError):
+    """Ray's state API could not list or read a node's logs."""
+
+
+def _retrying(call: Callable[[], T], what: str, attempts: int = 10) -> T:
+    """The dashboard learns of a node's log agent a little after the node joins; retry."""
+    for attempt in range(attempts):
+        try:
+            return call()
+        except Exception as error:  # the state API raises HTTP, connection and value errors
+            if attempt == attempts - 1:
+                raise LogsError(f"cannot {what}: {error}") from None
+            time.sleep(1)
+    raise AssertionError("unreachable")
+
+
 def _replica_files(owner: str, app: str) -> Iterator[tuple[str, str]]:
     pattern = f"serve/replica_{serve_app_name(owner, app)}_*.log"
     for node in ray.nodes():
         if not node["Alive"]:
             continue
-        for names in list_logs(node_id=node["NodeID"], glob_filter=pattern).values():
+        node_id = node["NodeID"]
+        found = _retrying(lambda: list_logs(node_id=node_id, glob_filter=pattern), f"list logs of node {node_id}")
+        for names in found.values():
             for name in names:
-                yield node["NodeID"], name
+                yield node_id, name
 
 
 def read_logs(owner: str, app: str, since: Optional[datetime] = None, request_id: Optional[str] = None) -> list[LogLine]:
@@ -54,7 +75,9 @@ def read_logs(owner: str, app: str, since: Optional[datetime] = None, request_id
     lines = []
     for node_id, name in _replica_files(owner, app):
         replica = name.rsplit("_", 1)[-1].removesuffix(".log")
-        text = "".join(get_log(node_id=node_id, filename=name, tail=-1, errors="replace"))
+        text = _retrying(
+            lambda: "".join(get_log(node_id=node_id, filename=name, tail=-1, errors="replace")), f"read {name}"
+        )
         for raw in text.splitlines():
             line = _parse(raw, replica)
             if line is None or (since and line.time < since) or (request_id and line.request_id != request_id):
