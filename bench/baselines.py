@@ -4,6 +4,12 @@ No `from __future__ import annotations` here: this module travels to replicas by
 and FastAPI must see the real `Message` class, not its name."""
 
 
+import contextlib
+import os
+import subprocess
+import sys
+from typing import Iterator
+
 from fastapi import FastAPI
 from pydantic import BaseModel
 from ray import serve
@@ -32,9 +38,23 @@ class BareEcho:
 def run_bare_serve(name: str, **autoscaling: object) -> str:
     """Deploy the bare Serve baseline (this module travels by value); returns its route."""
     import ray.cloudpickle
-    import sys
 
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     deployment = BareEcho.options(autoscaling_config=autoscaling) if autoscaling else BareEcho
     serve.run(deployment.bind(), name=name, route_prefix=f"/{name}")
     return f"/{name}/"
+
+
+@contextlib.contextmanager
+def plain_uvicorn(port: int) -> Iterator[str]:
+    """The same endpoint on plain uvicorn + FastAPI in a process of its own; yields its URL."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "--factory", "baselines:echo_api", "--port", str(port),
+         "--log-level", "warning", "--no-access-log"],
+        cwd=os.path.dirname(__file__),
+    )
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)

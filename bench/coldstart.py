@@ -52,7 +52,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     with local_platform() as base:
-        platform("deploy", f"{BENCH}/apps/echo.py::ColdEcho", "--user", "bench")
+        platform("deploy", f"{BENCH}/apps/echo.py::ColdEcho", "--auth", "public")
         bare_route = run_bare_serve(
             "bare-cold", min_replicas=0, max_replicas=1, initial_replicas=1,
             downscale_delay_s=1, downscale_to_zero_delay_s=1,

@@ -39,7 +39,9 @@ def local_platform() -> Iterator[str]:
     """A platform of its own (state, Ray and HTTP ports) for one benchmark run; yields its URL."""
     with tempfile.TemporaryDirectory() as home:
         os.environ["TENANTSERVE_HOME"] = home
+        os.environ["TENANTSERVE_USER"] = "bench"  # the fresh platform's first admin, who deploys
         os.environ.pop("RAY_ADDRESS", None)
+        os.environ.pop("TENANTSERVE_KEY", None)
         platform("up", f"--port={free_port()}", f"--http-port={free_port()}", f"--dashboard-port={free_port()}")
         from tenantserve.platform.cluster import connect
 

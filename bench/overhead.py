@@ -1,9 +1,11 @@
 """Platform overhead: a trivial endpoint through tenantserve against the same endpoint on
-bare Ray Serve (one app, `serve.run`, FastAPI ingress), on one cluster, in one run.
+bare Ray Serve (one app, `serve.run`, FastAPI ingress) on the same cluster, and on plain
+uvicorn + FastAPI, in one run.
 
     python bench/overhead.py [--seconds 10]
 
-Goal (issue 2): platform p50 <= 1.10x bare Serve and throughput >= 0.90x, at 1 and 16 clients.
+Goal: platform p50 <= 1.10x bare Serve and throughput >= 0.90x, at 1 and 16 clients. The
+uvicorn figure shows what Serve's default proxy costs over a plain ASGI server.
 """
 
 from __future__ import annotations
@@ -12,8 +14,8 @@ import argparse
 import sys
 
 sys.path.insert(0, __import__("os").path.dirname(__file__))
-from baselines import run_bare_serve  # noqa: E402
-from common import BENCH, load, local_platform, platform, table, wait_ok  # noqa: E402
+from baselines import plain_uvicorn, run_bare_serve  # noqa: E402
+from common import BENCH, free_port, load, local_platform, platform, table, wait_ok  # noqa: E402
 
 
 def main() -> None:
@@ -22,9 +24,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
     payload = {"text": "hello"}
-    with local_platform() as base:
-        platform("deploy", f"{BENCH}/apps/echo.py::Echo", "--user", "bench")
-        targets = {"platform": f"{base}/bench/echo/", "bare Serve": base + run_bare_serve("bare-echo")}
+    with local_platform() as base, plain_uvicorn(free_port()) as uvicorn_url:
+        platform("deploy", f"{BENCH}/apps/echo.py::Echo", "--auth", "public")
+        targets = {
+            "platform": f"{base}/bench/echo/",
+            "bare Serve": base + run_bare_serve("bare-echo"),
+            "plain uvicorn": uvicorn_url,
+        }
         for url in targets.values():
             wait_ok(url, payload)
         results: dict[tuple[str, int], list[dict[str, float]]] = {}
@@ -45,10 +51,11 @@ def main() -> None:
     print(table(rows))
     print()
     for clients in (1, 16):
-        latency = best("platform", clients, "p50_ms") / best("bare Serve", clients, "p50_ms")
-        throughput = best("platform", clients, "rps") / best("bare Serve", clients, "rps")
-        print(f"{clients:>2} client(s): platform/bare p50 latency {latency:.2f}x (goal <= 1.10x), "
-              f"throughput {throughput:.2f}x (goal >= 0.90x)")
+        for baseline in ("bare Serve", "plain uvicorn"):
+            latency = best("platform", clients, "p50_ms") / best(baseline, clients, "p50_ms")
+            throughput = best("platform", clients, "rps") / best(baseline, clients, "rps")
+            print(f"{clients:>2} client(s): platform / {baseline}: p50 latency {latency:.2f}x, "
+                  f"throughput {throughput:.2f}x")
 
 
 if __name__ == "__main__":

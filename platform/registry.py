@@ -18,8 +18,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import (
     Boolean, Column, DateTime, Integer, MetaData, String, Table, Text, create_engine, delete, event, select, update,
 )
@@ -113,6 +111,10 @@ def make_engine(url: str) -> Engine:
 
 
 def migrate(engine: Engine) -> None:
+    # Imported here: replicas open the registry read-only and need not pay for Alembic.
+    from alembic import command
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     with engine.begin() as connection:
