@@ -12,7 +12,7 @@ from rich.table import Table
 
 from tenantserve.adapters.fal.options import AppOptions
 from tenantserve.platform import apps as platform_apps
-from tenantserve.platform.naming import parse_app_ref
+from tenantserve.platform.naming import check_name
 from tenantserve.platform.registry import Registry
 from tenantserve.platform.logs import read_logs
 from tenantserve.platform.runners import list_runners
@@ -54,8 +54,7 @@ def list_(user: Optional[str], all_users: bool, address: Optional[str]) -> None:
 def delete(name: str, user: Optional[str], address: Optional[str]) -> None:
     """Delete an app (NAME, or USER/NAME for an admin)."""
     registry = Registry()
-    owner, app = parse_app_ref(name, default_owner=acting_user(registry, user))
-    owner = acting_user(registry, owner)
+    owner, app = _app_ref(registry, name, user)
     connect_cluster(address)
     if not platform_apps.delete(owner, app, registry):
         raise click.ClickException(f"no app {owner}/{app}")
@@ -129,9 +128,14 @@ def scale(name: str, keep_alive: Optional[float], min_concurrency: Optional[int]
                   + f" (revision {scaled.revision})")
 
 
+def _app_ref(registry: Registry, name: str, user: Optional[str]) -> tuple[str, str]:
+    """`NAME` (the caller's, or --user's) or `USER/NAME`, checked against what the caller may act as."""
+    owner, _, app = name.rpartition("/")
+    return acting_user(registry, owner or user), check_name("app", app)
+
+
 def _own_app(registry: Registry, name: str, user: Optional[str]) -> tuple[str, str]:
-    owner, app = parse_app_ref(name, default_owner=acting_user(registry, user))
-    owner = acting_user(registry, owner)
+    owner, app = _app_ref(registry, name, user)
     if registry.get(owner, app) is None:
         raise click.ClickException(f"no app {owner}/{app}")
     return owner, app

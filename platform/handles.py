@@ -53,7 +53,7 @@ class AppHandle:
 
 def get_handle(ref: str, *, address: str | None = None) -> AppHandle:
     """A handle to `user/app`; connects this process to the platform's cluster if needed."""
-    owner, app = parse_app_ref(ref, default_owner="")
+    owner, app = parse_app_ref(ref)
     if not ray.is_initialized():
         from .cluster import connect
 

@@ -29,9 +29,9 @@ def route_prefix(owner: str, app: str) -> str:
     return f"/{owner}/{app}"
 
 
-def parse_app_ref(ref: str, default_owner: str) -> tuple[str, str]:
-    """`alice/my-app` -> ("alice", "my-app"); `my-app` -> (default_owner, "my-app")."""
+def parse_app_ref(ref: str) -> tuple[str, str]:
+    """`alice/my-app` -> ("alice", "my-app")."""
     owner, sep, app = ref.partition("/")
     if not sep:
-        owner, app = default_owner, ref
+        raise InvalidNameError(f"name the app as USER/APP, e.g. alice/{ref}")
     return check_name("user", owner), check_name("app", app)
