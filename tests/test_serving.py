@@ -31,6 +31,23 @@ def test_stateful_multi_endpoint_app(cli, http) -> None:
     assert "Greeting" in spec["components"]["schemas"]
 
 
+def test_dashboard_shows_whose_app_it_is(cli, cluster) -> None:
+    import httpx
+
+    deployed(cli, str(ROOT / "examples/counter.py::Counter"), "--user", "alice")
+    token = (Path.home() / ".ray" / "auth_token").read_text().strip()  # the cluster runs token auth
+    apps = httpx.get(
+        f"{cluster['dashboard_url']}/api/serve/applications/", headers={"Authorization": f"Bearer {token}"}, timeout=30
+    ).json()["applications"]
+    deployment = apps["alice.counter"]["deployments"]["Counter"]
+    metadata = deployment["deployment_config"]["user_config"]
+    assert (metadata["owner"], metadata["app"], metadata["auth"], metadata["machine_type"]) == (
+        "alice", "counter", "public", "XS"
+    )
+    assert len(metadata["revision"]) == 12
+    assert apps["alice.counter"]["route_prefix"] == "/alice/counter"
+
+
 def test_invalid_input_and_unknown_paths(cli, http) -> None:
     deployed(cli, str(ROOT / "examples/counter.py::Counter"), "--user", "alice")
     invalid = http.post("/alice/counter/", json={"nam": "ada"})

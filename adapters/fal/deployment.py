@@ -7,7 +7,7 @@ from typing import Any, Mapping
 from ray import serve
 from ray.serve import Application
 
-from .bundle import AppBundle
+from .bundle import AppBundle, describe
 from .machines import actor_options
 from .replica import FalAppReplica
 
@@ -63,6 +63,9 @@ def to_application(
         graceful_shutdown_timeout_s=30,
         # JSON lines, each with its replica, request id and time: `platform logs` filters on them.
         logging_config={"encoding": "JSON"},
+        # Owner, revision, auth and machine type, readable in the Ray dashboard's Serve view
+        # and REST API (/api/serve/applications/); a change is applied without a restart.
+        user_config=describe(bundle),
         # A redeploy starts the new replicas before it stops the old ones, so a new
         # revision whose setup() fails never takes the serving one down.
         max_surge_percent=100,

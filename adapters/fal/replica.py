@@ -75,6 +75,10 @@ class FalAppReplica:
         )
         return AuthMiddleware(app, self._bundle.owner, self._bundle.options.app_auth, self._registry_url)
 
+    def reconfigure(self, metadata: dict[str, Any]) -> None:
+        """Serve hands the app's metadata (its `user_config`) here; nothing to apply."""
+        self._metadata = metadata
+
     async def call_endpoint(self, name: str, payload: Any = None) -> Any:
         endpoint = self._endpoints.get(name)
         if endpoint is None:
