@@ -77,10 +77,10 @@ def _failure_message(app_status: Any) -> str:
     return "\n".join(line for line in message[start:].strip().splitlines() if "ray::" not in line)
 
 
-def _target(bundle: AppBundle, registry_url: str) -> RunTarget:
+def _target(bundle: AppBundle, registry_url: str, resources: Optional[dict[str, float]] = None) -> RunTarget:
     config = {"registry_url": registry_url, "secret_key_file": str(key_file(state_dir()))}
     return RunTarget(
-        target=to_application(bundle, ray.cluster_resources(), config),
+        target=to_application(bundle, resources if resources is not None else ray.cluster_resources(), config),
         name=serve_app_name(bundle.owner, bundle.app_name),
         route_prefix=route_prefix(bundle.owner, bundle.app_name),
     )
@@ -172,9 +172,10 @@ def restore_all(registry: Registry, progress: Progress = lambda line: None) -> l
     """Deploy every registered app at its current revision, as after a cluster restart.
     Returns one line per app that did not come back."""
     failures, targets, bundles = [], [], []
+    resources = ray.cluster_resources()
     for bundle in registry.list():
         try:
-            targets.append(_target(bundle, registry.url))
+            targets.append(_target(bundle, registry.url, resources))
             bundles.append(bundle)
         except UnplaceableError as error:
             failures.append(f"{bundle.owner}/{bundle.app_name}: {error}")

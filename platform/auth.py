@@ -54,11 +54,11 @@ class KeyCache:
 
 
 class AuthMiddleware:
-    def __init__(self, app: ASGIApp, owner: str, mode: str, registry_url: str) -> None:
+    def __init__(self, app: ASGIApp, owner: str, mode: str, registry: Registry) -> None:
         if mode not in AUTH_MODES:
             raise ValueError(f"unknown auth mode {mode!r}")
         self.app, self.owner, self.mode = app, owner, mode
-        self._keys = KeyCache(Registry(registry_url, migrate_schema=False)) if mode != "public" else None
+        self._keys = KeyCache(registry) if mode != "public" else None
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if self._keys is None or scope["type"] not in ("http", "websocket") or _relative(scope) == "/health":

@@ -10,9 +10,12 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from cryptography.fernet import Fernet, InvalidToken
+
+if TYPE_CHECKING:
+    from .registry import Registry
 
 SECRET_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 
@@ -58,11 +61,9 @@ class SecretBox:
             raise SecretsError("a stored secret cannot be decrypted with this platform's key") from None
 
 
-def replica_environment(owner: str, registry_url: str, key_path: Optional[str]) -> dict[str, str]:
+def replica_environment(owner: str, registry: "Registry", key_path: Optional[str]) -> dict[str, str]:
     """A user's secrets, decrypted, for the environment of that user's replicas."""
-    from .registry import Registry
-
-    sealed = Registry(registry_url, migrate_schema=False).secrets(owner)
+    sealed = registry.secrets(owner)
     if not sealed:
         return {}
     box = SecretBox(load_key(Path(key_path) if key_path else None))

@@ -17,6 +17,7 @@ import ray.cloudpickle
 from ray import serve
 
 from tenantserve.platform.auth import AuthMiddleware
+from tenantserve.platform.registry import Registry
 from tenantserve.platform.secrets import replica_environment
 
 from .bundle import AppBundle
@@ -42,11 +43,12 @@ def _user_traceback(error: BaseException, filename: str) -> str:
 @serve.ingress()
 class FalAppReplica:
     async def __init__(self, bundle_json: str, platform_config: dict[str, Any]) -> None:
-        self._registry_url = platform_config["registry_url"]
+        # One read-only registry connection for the replica: secrets now, API keys per request.
+        self._registry = Registry(platform_config["registry_url"], migrate_schema=False)
         self._bundle = bundle = AppBundle.from_json(bundle_json)
         # The owner's secrets, as environment variables, before the app's code runs.
         os.environ.update(
-            replica_environment(bundle.owner, self._registry_url, platform_config.get("secret_key_file"))
+            replica_environment(bundle.owner, self._registry, platform_config.get("secret_key_file"))
         )
         modules_root = bundle.unpack_local_modules()
         if modules_root is not None:
@@ -73,7 +75,7 @@ class FalAppReplica:
             timeout=self._bundle.options.request_timeout,
             version=self._bundle.code_version,
         )
-        return AuthMiddleware(app, self._bundle.owner, self._bundle.options.app_auth, self._registry_url)
+        return AuthMiddleware(app, self._bundle.owner, self._bundle.options.app_auth, self._registry)
 
     def reconfigure(self, metadata: dict[str, Any]) -> None:
         """Serve hands the app's metadata (its `user_config`) here; nothing to apply."""
