@@ -37,7 +37,7 @@ CLUSTER_ENV = {
 
 # Ray 2.60 turns token authentication on for a new local cluster once a token exists in
 # ~/.ray/auth_token, but a driver connecting with the mode unset sends none. The platform
-# says "token" to both sides; Ray makes the token the first time.
+# says "token" to both sides, and makes the token before the first `ray start`.
 AUTH_MODE = ("RAY_AUTH_MODE", "token")
 
 
@@ -145,6 +145,8 @@ def up(
         f"--runtime-env-agent-port={_free_port()}", f"--metrics-export-port={_free_port()}",
     ]
     auth_mode = os.environ.get(AUTH_MODE[0], AUTH_MODE[1])
+    if auth_mode == "token":
+        _ensure_token()
     started = _ray_cli(*args, env={**CLUSTER_ENV, AUTH_MODE[0]: auth_mode})
     if started.returncode != 0:
         raise ClusterError(f"`ray start` failed:\n{started.stderr.strip() or started.stdout.strip()}")
@@ -163,6 +165,14 @@ def up(
     _state_file().write_text(json.dumps(asdict(info)))
     info.fresh = True
     return info
+
+
+def _ensure_token() -> None:
+    """`ray start` with token auth refuses to run until a token exists (~/.ray/auth_token on
+    a fresh machine does not); make one the way Ray's CLI does, keeping any that exists."""
+    made = _ray_cli("get-auth-token", "--generate")
+    if made.returncode != 0:
+        raise ClusterError(f"cannot create Ray's authentication token:\n{made.stderr.strip()}")
 
 
 def ray_temp_dir() -> str:

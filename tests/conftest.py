@@ -13,7 +13,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Optional
 
 import httpx
 import pytest
@@ -33,10 +33,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def platform_cmd(*args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess[str]:
+def platform_cmd(
+    *args: str, timeout: float = 300, check: bool = True, env: Optional[dict[str, str]] = None,
+) -> subprocess.CompletedProcess[str]:
     """Run the installed `platform` console script as a user would."""
     exe = shutil.which("platform") or str(Path(sys.executable).parent / "platform")
-    result = subprocess.run([exe, *args], capture_output=True, text=True, timeout=timeout)
+    result = subprocess.run(
+        [exe, *args], capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})},
+    )
     if check and result.returncode != 0:
         raise AssertionError(f"platform {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
     return result

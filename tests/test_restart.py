@@ -18,15 +18,18 @@ def test_apps_come_back_after_a_cluster_restart(tmp_path, cluster) -> None:
     env_before = os.environ.get("TENANTSERVE_HOME")
     os.environ["TENANTSERVE_HOME"] = str(tmp_path / "home")
     ports = [f"--port={free_port()}", f"--http-port={free_port()}", f"--dashboard-port={free_port()}"]
+    # As on a fresh machine: a user with no Ray token yet (no ~/.ray/auth_token).
+    fresh_user = {"HOME": str(tmp_path / "fresh-user")}
     try:
-        platform_cmd("up", *ports)
+        platform_cmd("up", *ports, env=fresh_user)
+        assert (tmp_path / "fresh-user" / ".ray" / "auth_token").exists()
         base = json.loads((tmp_path / "home" / "cluster.json").read_text())["http_url"]
-        platform_cmd("deploy", f"{APPS}/versioned.py::Versioned", "--auth", "public")
-        platform_cmd("deploy", f"{APPS}/async_setup.py::AsyncLoader", "--auth", "public")
-        user = platform_cmd("apps", "list").stdout.split("/versioned")[0].split()[-1]
+        platform_cmd("deploy", f"{APPS}/versioned.py::Versioned", "--auth", "public", env=fresh_user)
+        platform_cmd("deploy", f"{APPS}/async_setup.py::AsyncLoader", "--auth", "public", env=fresh_user)
+        user = platform_cmd("apps", "list", env=fresh_user).stdout.split("/versioned")[0].split()[-1]
         assert httpx.post(f"{base}/{user}/versioned/").json()["version"] == "v1"
 
-        platform_cmd("down")
+        platform_cmd("down", env=fresh_user)
         assert not (tmp_path / "home" / "cluster.json").exists()
         # The session's cluster is untouched by that `down`.
         status = subprocess.run(
@@ -36,11 +39,11 @@ def test_apps_come_back_after_a_cluster_restart(tmp_path, cluster) -> None:
         assert status.returncode == 0, status.stderr
         assert httpx.get(f"{cluster['http_url']}/-/healthz", timeout=10).status_code in (200, 503)
 
-        platform_cmd("up", *ports)
+        platform_cmd("up", *ports, env=fresh_user)
         assert httpx.post(f"{base}/{user}/versioned/", timeout=30).json() == {"version": "v1", "calls": 1}
         assert httpx.post(f"{base}/{user}/async-loader/", timeout=30).json()["model"] == "loaded asynchronously"
     finally:
-        platform_cmd("down", check=False)
+        platform_cmd("down", check=False, env=fresh_user)
         if env_before is None:
             os.environ.pop("TENANTSERVE_HOME", None)
         else:
