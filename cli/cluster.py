@@ -17,12 +17,14 @@ from .common import console, friendly_errors, restore_registered_apps
 @click.option("--host", "http_host", default="127.0.0.1", show_default=True, help="HTTP address apps are served on.")
 @click.option("--http-port", default=cluster.DEFAULT_HTTP_PORT, show_default=True, help="HTTP port apps are served on.")
 @click.option("--dashboard-port", default=cluster.DEFAULT_DASHBOARD_PORT, show_default=True)
+@click.option("--metrics-port", type=int, default=None,
+              help="Port of this node's Prometheus endpoint (default: a free port, printed).")
 @click.option("--num-cpus", type=float, default=None, help="CPUs this node offers (default: all).")
 @click.option("--num-gpus", type=int, default=None, help="GPUs this node offers (default: detected).")
 @click.option("--resources", default=None, help='Extra node resources as JSON, e.g. \'{"accelerator_type:A100": 1}\'.')
 @friendly_errors
 def up(
-    ray_port: int, http_host: str, http_port: int, dashboard_port: int,
+    ray_port: int, http_host: str, http_port: int, dashboard_port: int, metrics_port: Optional[int],
     num_cpus: Optional[float], num_gpus: Optional[int], resources: Optional[str],
 ) -> None:
     """Start a local Ray cluster with Serve (a no-op if one is running)."""
@@ -33,11 +35,12 @@ def up(
     with console.status("Starting Ray and Serve"):
         info = cluster.up(
             ray_port=ray_port, http_host=http_host, http_port=http_port, dashboard_port=dashboard_port,
-            num_cpus=num_cpus, num_gpus=num_gpus, resources=extra,
+            metrics_port=metrics_port, num_cpus=num_cpus, num_gpus=num_gpus, resources=extra,
         )
     if info.fresh:
         restore_registered_apps()
-    console.print(f"Platform up. Ray: {info.address}  HTTP: {info.http_url}  Dashboard: {info.dashboard_url}")
+    console.print(f"Platform up. Ray: {info.address}  HTTP: {info.http_url}")
+    console.print(f"Ray dashboard: {info.dashboard_url}  Metrics (Prometheus): {info.metrics_url}")
 
 
 @click.command()

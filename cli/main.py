@@ -12,6 +12,7 @@ from .cluster import down, up
 from .deploy import deploy, run
 from .runners import runners_group
 from .secrets import secrets_group
+from .status import status
 from .users import keys_group, login, users_group, whoami
 
 
@@ -25,7 +26,7 @@ def cli(db: Optional[str]) -> None:
         os.environ["TENANTSERVE_DB"] = db
 
 
-for command in (up, down, deploy, run, apps_group, logs, users_group, keys_group, secrets_group, runners_group, login, whoami):
+for command in (up, down, status, deploy, run, apps_group, logs, users_group, keys_group, secrets_group, runners_group, login, whoami):
     cli.add_command(command)
 
 if __name__ == "__main__":

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import httpx
-import ray
 from ray import serve
 from ray.serve import RunTarget
 
@@ -23,6 +22,7 @@ from tenantserve.adapters.fal.replica import SETUP_FAILED
 
 from .cluster import state_dir
 from .naming import route_prefix, serve_app_name
+from .placement import NodeShape, actor_resources, autoscaler_groups, node_shapes, running_nodes, waiting_reason
 from .quotas import QuotaError, check_quota
 from .registry import Registry, database_url
 from .secrets import key_file
@@ -42,7 +42,10 @@ class AppStatus:
     url: str
     revision: Optional[str] = None
     auth: str = "private"
+    machine_type: str = ""
     replicas: dict[str, int] = field(default_factory=dict)
+    nodes: list[str] = field(default_factory=list)  # where its running replicas are
+    waiting: str = ""  # why a replica it should have is not running
     message: str = ""
 
 
@@ -68,19 +71,22 @@ def _replica_summary(app_status: Any) -> dict[str, int]:
 
 
 def _failure_message(app_status: Any) -> str:
+    return _explain([d.message for d in app_status.deployments.values()], app_status.message)
+
+
+def _explain(deployment_messages: list[str], app_message: str) -> str:
     """Serve's reason, cut down to the app's own traceback when setup() raised."""
-    messages = [d.message for d in app_status.deployments.values() if d.message]
-    message = "\n".join(messages) or app_status.message or "the app failed to start"
+    message = "\n".join(m for m in deployment_messages if m) or app_message or "the app failed to start"
     start = message.rfind(SETUP_FAILED)
     if start < 0:
         return message
     return "\n".join(line for line in message[start:].strip().splitlines() if "ray::" not in line)
 
 
-def _target(bundle: AppBundle, registry_url: str, resources: Optional[dict[str, float]] = None) -> RunTarget:
+def _target(bundle: AppBundle, registry_url: str, nodes: Optional[list[Mapping[str, float]]] = None) -> RunTarget:
     config = {"registry_url": registry_url, "secret_key_file": str(key_file(state_dir()))}
     return RunTarget(
-        target=to_application(bundle, resources if resources is not None else ray.cluster_resources(), config),
+        target=to_application(bundle, nodes if nodes is not None else node_shapes(), config),
         name=serve_app_name(bundle.owner, bundle.app_name),
         route_prefix=route_prefix(bundle.owner, bundle.app_name),
     )
@@ -93,7 +99,7 @@ def _apply(*targets: RunTarget) -> None:
 def _wait_running(name: str, timeout: float, progress: Progress) -> None:
     """Wait for Serve to run the target last applied (an apply turns the app DEPLOYING at once)."""
     deadline = time.monotonic() + timeout
-    last = ""
+    last, waiting, next_look = "", "", time.monotonic() + 1
     while time.monotonic() < deadline:
         app_status = _serve_status(name)
         if app_status is not None:
@@ -102,15 +108,21 @@ def _wait_running(name: str, timeout: float, progress: Progress) -> None:
                 return
             if state in ("DEPLOY_FAILED", "UNHEALTHY"):
                 raise DeployError(_failure_message(app_status))
-            replicas = ", ".join(f"{n} {s.lower()}" for s, n in sorted(_replica_summary(app_status).items()))
+            summary = _replica_summary(app_status)
+            replicas = ", ".join(f"{n} {s.lower()}" for s, n in sorted(summary.items()))
             line = f"replicas: {replicas}" if replicas else "scheduling replicas"
+            if time.monotonic() >= next_look:
+                next_look = time.monotonic() + 2
+                details = _serve_details().get(name)
+                waiting = _waiting(details, lambda: running_nodes() + autoscaler_groups()) if details else ""
+            line += f" ({waiting})" if waiting else ""
             if line != last:
                 progress(line)
                 last = line
         time.sleep(0.2)
     app_status = _serve_status(name)
-    detail = _failure_message(app_status) if app_status is not None else ""
-    raise DeployError(f"replicas were not ready within startup_timeout ({timeout:g}s). {detail}".strip())
+    detail = waiting or (_failure_message(app_status) if app_status is not None else "")
+    raise DeployError(f"replicas were not ready within startup_timeout ({timeout:g}s): {detail}".strip(": "))
 
 
 def _wait_answering(url: str, code_version: str, timeout: float = 30) -> None:
@@ -172,10 +184,10 @@ def restore_all(registry: Registry, progress: Progress = lambda line: None) -> l
     """Deploy every registered app at its current revision, as after a cluster restart.
     Returns one line per app that did not come back."""
     failures, targets, bundles = [], [], []
-    resources = ray.cluster_resources()
+    nodes = node_shapes()
     for bundle in registry.list():
         try:
-            targets.append(_target(bundle, registry.url, resources))
+            targets.append(_target(bundle, registry.url, nodes))
             bundles.append(bundle)
         except UnplaceableError as error:
             failures.append(f"{bundle.owner}/{bundle.app_name}: {error}")
@@ -200,22 +212,62 @@ def delete(owner: str, app: str, registry: Optional[Registry]) -> bool:
     return known or forgotten
 
 
+def _serve_details() -> dict[str, Any]:
+    """Serve's controller view of every app: deployments, their actor options and replicas
+    with node and state (what the dashboard's Serve page shows)."""
+    from ray.serve.context import _get_global_client
+
+    return _get_global_client().get_serve_details().get("applications", {})
+
+
+def _app_from_details(bundle: AppBundle, details: Optional[dict[str, Any]], http_url: str,
+                      nodes: Callable[[], list[NodeShape]]) -> AppStatus:
+    row = AppStatus(
+        owner=bundle.owner, name=bundle.app_name, status="NOT_RUNNING",
+        url=app_url(http_url, bundle.owner, bundle.app_name), revision=bundle.revision,
+        auth=bundle.options.app_auth, machine_type=str(bundle.options.machine_type),
+    )
+    if details is None:
+        return row
+    row.status = _state(details["status"])
+    for deployment in details.get("deployments", {}).values():
+        for replica in deployment.get("replicas", []):
+            state = _state(replica["state"])
+            row.replicas[state] = row.replicas.get(state, 0) + 1
+            if state == "RUNNING":
+                row.nodes.append(replica["node_id"])
+    row.waiting = _waiting(details, nodes)
+    if row.status != "RUNNING":
+        messages = [d.get("message", "") for d in details.get("deployments", {}).values()]
+        row.message = _explain(messages, details.get("message", ""))
+    return row
+
+
+def _waiting(details: dict[str, Any], nodes: Callable[[], list[NodeShape]]) -> str:
+    """Why the app has fewer running replicas than Serve wants, if it has."""
+    for deployment in details.get("deployments", {}).values():
+        replicas = deployment.get("replicas", [])
+        # A replica that Ray has not placed yet has no node; a placed one is just starting.
+        placed = [r for r in replicas if r.get("node_id") and _state(r["state"]) in ("RUNNING", "STARTING")]
+        if len(placed) < deployment.get("target_num_replicas", 0):
+            need = actor_resources(deployment.get("deployment_config", {}).get("ray_actor_options") or {})
+            reason = waiting_reason(need, nodes())
+            if reason:
+                return reason
+    return ""
+
+
 def list_apps(http_url: str, registry: Registry, owner: Optional[str] = None) -> list[AppStatus]:
-    serve_apps = serve.status().applications
-    result = []
-    for bundle in registry.list(owner):
-        app_status = serve_apps.get(serve_app_name(bundle.owner, bundle.app_name))
-        state = _state(app_status.status) if app_status else "NOT_RUNNING"
-        result.append(
-            AppStatus(
-                owner=bundle.owner,
-                name=bundle.app_name,
-                status=state,
-                url=app_url(http_url, bundle.owner, bundle.app_name),
-                revision=bundle.revision,
-                auth=bundle.options.app_auth,
-                replicas=_replica_summary(app_status) if app_status else {},
-                message=_failure_message(app_status) if app_status and state != "RUNNING" else "",
-            )
-        )
-    return result
+    """The registered apps (one owner's, or everyone's) with Serve's view of each."""
+    details = _serve_details()
+    shapes: list[NodeShape] = []
+
+    def nodes() -> list[NodeShape]:  # read only when some app waits for a replica
+        if not shapes:
+            shapes.extend(running_nodes() + autoscaler_groups())
+        return shapes
+
+    return [
+        _app_from_details(bundle, details.get(serve_app_name(bundle.owner, bundle.app_name)), http_url, nodes)
+        for bundle in registry.list(owner)
+    ]

@@ -56,6 +56,7 @@ class ClusterInfo:
     address: str
     http_url: str
     dashboard_url: Optional[str] = None
+    metrics_url: Optional[str] = None  # this node's Prometheus endpoint
     started_here: bool = False
     auth_mode: Optional[str] = None
     temp_dir: Optional[str] = None
@@ -117,6 +118,7 @@ def up(
     http_host: str = "127.0.0.1",
     http_port: int = DEFAULT_HTTP_PORT,
     dashboard_port: int = DEFAULT_DASHBOARD_PORT,
+    metrics_port: Optional[int] = None,
     num_cpus: Optional[float] = None,
     num_gpus: Optional[int] = None,
     resources: Optional[dict[str, float]] = None,
@@ -142,8 +144,10 @@ def up(
     # cluster on this machine (the second one's log and metrics agents would not start).
     args += [
         f"--dashboard-agent-listen-port={_free_port()}", f"--dashboard-agent-grpc-port={_free_port()}",
-        f"--runtime-env-agent-port={_free_port()}", f"--metrics-export-port={_free_port()}",
+        f"--runtime-env-agent-port={_free_port()}",
     ]
+    metrics_port = metrics_port or _free_port()
+    args.append(f"--metrics-export-port={metrics_port}")
     auth_mode = os.environ.get(AUTH_MODE[0], AUTH_MODE[1])
     if auth_mode == "token":
         _ensure_token()
@@ -158,6 +162,7 @@ def up(
         address=address,
         http_url=_serve_http_url(),
         dashboard_url=f"http://127.0.0.1:{dashboard_port}",
+        metrics_url=f"http://127.0.0.1:{metrics_port}/metrics",
         started_here=True,
         auth_mode=auth_mode,
         temp_dir=temp_dir,

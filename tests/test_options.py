@@ -55,11 +55,23 @@ def test_bad_references(tmp_path) -> None:
 
 
 def test_machine_types_map_to_ray_resources() -> None:
-    a100 = {"CPU": 8, "GPU": 1, "accelerator_type:A100": 1}
+    a100 = [{"CPU": 8, "GPU": 1, "accelerator_type:A100": 1}]
     assert actor_options(["GPU-A100"], None, a100) == {"num_cpus": 1.0, "num_gpus": 1, "accelerator_type": "A100"}
     assert actor_options(["GPU-H100", "GPU-A100"], None, a100)["accelerator_type"] == "A100"
     assert actor_options(["S"], None, a100) == {"num_cpus": 0.25}
-    with pytest.raises(UnplaceableError, match="accelerator_type:H100"):
+    with pytest.raises(UnplaceableError, match="no node has accelerator_type:H100"):
         actor_options(["GPU-H100"], None, a100)
-    with pytest.raises(UnplaceableError, match="2 GPU"):
+    with pytest.raises(UnplaceableError, match="no node has GPU"):
         actor_options(["GPU-A100"], 2, a100)
+
+
+def test_a_replica_must_fit_one_node_not_the_cluster_sum() -> None:
+    # Two GPUs in the cluster, but on two nodes: a two-GPU replica fits neither.
+    nodes = [{"CPU": 4, "GPU": 1, "accelerator_type:A100": 1}, {"CPU": 4, "GPU": 1, "accelerator_type:A100": 1}]
+    with pytest.raises(UnplaceableError, match="GPU=2"):
+        actor_options(["GPU-A100"], 2, nodes)
+    # A CPU-only head (num-cpus 0 on KubeRay) and a GPU group the autoscaler can add.
+    head, gpu_group = {"CPU": 0}, {"CPU": 8, "GPU": 1, "accelerator_type:A100": 1}
+    assert actor_options(["XS"], None, [head, gpu_group]) == {"num_cpus": 0.1}
+    with pytest.raises(UnplaceableError, match="no node has CPU"):
+        actor_options(["XS"], None, [head])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from ray import serve
 from ray.serve import Application
@@ -41,14 +41,15 @@ def autoscaling_config(bundle: AppBundle) -> dict[str, Any]:
 
 
 def to_application(
-    bundle: AppBundle, cluster_resources: Mapping[str, float], platform_config: dict[str, Any]
+    bundle: AppBundle, nodes: Sequence[Mapping[str, float]], platform_config: dict[str, Any]
 ) -> Application:
-    """Bind the bundle into a Serve application; raises UnplaceableError if no node fits it.
+    """Bind the bundle into a Serve application; raises UnplaceableError if none of `nodes`
+    (each node's total resources) fits a replica.
 
     `platform_config` tells the replica where API keys and secrets live (`registry_url`,
     `secret_key_file`)."""
     options = bundle.options
-    actor = actor_options(options.machine_types, options.num_gpus, cluster_resources)
+    actor = actor_options(options.machine_types, options.num_gpus, nodes)
     env = runtime_env(bundle)
     if env:
         actor["runtime_env"] = env

@@ -8,7 +8,7 @@ two replicas on a two-core machine.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Sequence
 
 CPU_SIZES: dict[str, float] = {"XS": 0.1, "S": 0.25, "M": 0.5, "L": 1.0, "XL": 2.0}
 GPU_PREFIX = "GPU-"
@@ -16,7 +16,7 @@ CPUS_PER_GPU_REPLICA = 1.0
 
 
 class UnplaceableError(ValueError):
-    """No machine type of an app fits any node of the cluster."""
+    """No machine type of an app fits any node of the cluster, now or after autoscaling."""
 
 
 def accelerator_type(machine_type: str) -> Optional[str]:
@@ -35,26 +35,49 @@ def check_machine_type(machine_type: str) -> None:
         )
 
 
+def replica_resources(machine_type: str, num_gpus: Optional[int] = None) -> dict[str, float]:
+    """What one replica of this machine type takes from a node, in Ray's resource names."""
+    check_machine_type(machine_type)
+    gpu = accelerator_type(machine_type)
+    if gpu is None:
+        return {"CPU": CPU_SIZES[machine_type.upper()]}
+    # Ray's `accelerator_type` actor option asks for this sliver of the node's resource.
+    return {"CPU": CPUS_PER_GPU_REPLICA, "GPU": float(num_gpus or 1), f"accelerator_type:{gpu}": 0.001}
+
+
+def shortfall(need: Mapping[str, float], nodes: Sequence[Mapping[str, float]]) -> list[str]:
+    """The resources that keep `need` off every node in `nodes`; empty when one node fits.
+    A resource that some node has but none has together with the rest is named too."""
+    if any(all(node.get(name, 0) >= amount for name, amount in need.items()) for node in nodes):
+        return []
+    lacking = [name for name, amount in need.items() if not any(node.get(name, 0) >= amount for node in nodes)]
+    return lacking or sorted(need)
+
+
+def describe_resources(resources: Mapping[str, float]) -> str:
+    return ", ".join(f"{name}={amount:g}" for name, amount in sorted(resources.items()))
+
+
 def actor_options(
-    machine_types: list[str],
-    num_gpus: Optional[int],
-    cluster_resources: Mapping[str, float],
+    machine_types: list[str], num_gpus: Optional[int], nodes: Sequence[Mapping[str, float]]
 ) -> dict[str, Any]:
-    """Ray actor options for the first machine type, in order, that this cluster has."""
+    """Ray actor options for the first machine type, in order, that fits a node in `nodes`
+    (the total resources of each node the cluster has or its autoscaler can add)."""
     for machine_type in machine_types:
         check_machine_type(machine_type)
-    missing = []
+    refused = []
     for machine_type in machine_types:
-        gpu = accelerator_type(machine_type)
-        if gpu is None:
-            return {"num_cpus": CPU_SIZES[machine_type.upper()]}
-        gpus = num_gpus or 1
-        resource = f"accelerator_type:{gpu}"
-        if cluster_resources.get(resource, 0) > 0 and cluster_resources.get("GPU", 0) >= gpus:
-            return {"num_cpus": CPUS_PER_GPU_REPLICA, "num_gpus": gpus, "accelerator_type": gpu}
-        missing.append(f"{machine_type} (Ray resource {resource!r} with {gpus} GPU)")
+        need = replica_resources(machine_type, num_gpus)
+        missing = shortfall(need, nodes)
+        if not missing:
+            gpu = accelerator_type(machine_type)
+            if gpu is None:
+                return {"num_cpus": need["CPU"]}
+            return {"num_cpus": need["CPU"], "num_gpus": int(need["GPU"]), "accelerator_type": gpu}
+        refused.append(f"{machine_type} (needs {describe_resources(need)}; no node has {', '.join(missing)})")
+    types = sorted({k.split(":", 1)[1] for node in nodes for k in node if k.startswith("accelerator_type:")})
+    most_gpus = max((node.get("GPU", 0) for node in nodes), default=0)
     raise UnplaceableError(
-        "no node of this cluster offers " + " or ".join(missing)
-        + f"; the cluster has GPU={cluster_resources.get('GPU', 0):g} and accelerator types "
-        + (", ".join(sorted(k.split(':', 1)[1] for k in cluster_resources if k.startswith('accelerator_type:'))) or "none")
+        "no node of this cluster fits " + " or ".join(refused)
+        + f"; its nodes have at most GPU={most_gpus:g}, accelerator types: {', '.join(types) or 'none'}"
     )

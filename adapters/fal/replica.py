@@ -10,6 +10,7 @@ import inspect
 import logging
 import os
 import sys
+import time
 import traceback
 from typing import Any
 
@@ -17,6 +18,7 @@ import ray.cloudpickle
 from ray import serve
 
 from tenantserve.platform.auth import AuthMiddleware
+from tenantserve.platform.metrics import AppMetrics
 from tenantserve.platform.registry import Registry
 from tenantserve.platform.secrets import replica_environment
 
@@ -58,6 +60,7 @@ class FalAppReplica:
         ray.cloudpickle.register_pickle_by_value(module)
         self._endpoints = {endpoint.name: endpoint for endpoint in find_endpoints(app_class)}
         self._app = app_class()
+        started = time.perf_counter()
         try:
             result = self._app.setup()
             if inspect.isawaitable(result):
@@ -66,6 +69,8 @@ class FalAppReplica:
             raise SetupError(
                 f"{SETUP_FAILED} {bundle.source.class_name}:\n{_user_traceback(error, bundle.source.filename)}"
             ) from None
+        self._metrics = AppMetrics(bundle.owner, bundle.app_name, serve.get_replica_context().replica_id.unique_id)
+        self._metrics.replica_ready(setup_s=time.perf_counter() - started)
 
     def __serve_build_asgi_app__(self) -> Any:
         app = build_asgi_app(
@@ -75,7 +80,7 @@ class FalAppReplica:
             timeout=self._bundle.options.request_timeout,
             version=self._bundle.code_version,
         )
-        return AuthMiddleware(app, self._bundle.owner, self._bundle.options.app_auth, self._registry)
+        return self._metrics.wrap(AuthMiddleware(app, self._bundle.owner, self._bundle.options.app_auth, self._registry))
 
     def reconfigure(self, metadata: dict[str, Any]) -> None:
         """Serve hands the app's metadata (its `user_config`) here; nothing to apply."""
@@ -95,6 +100,8 @@ class FalAppReplica:
         app = getattr(self, "_app", None)
         if app is None:
             return
+        if hasattr(self, "_metrics"):
+            self._metrics.replica_stopped()
         try:
             result = app.teardown()
             if inspect.isawaitable(result):

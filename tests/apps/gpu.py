@@ -25,3 +25,15 @@ class GpuApp(fal.App, keep_alive=30):
 
 class H100App(GpuApp):
     machine_type = ["GPU-H100", "GPU-H200"]
+
+
+class AlwaysOnGpu(GpuApp, min_concurrency=1):
+    """Keeps a replica, so its placement (and the loss of its node) stays visible."""
+
+
+class TwoA100Replicas(GpuApp, min_concurrency=2, max_concurrency=2, startup_timeout=8):
+    """Needs two A100 replicas at once; a one-A100 cluster can place only one."""
+
+
+class AlwaysOnCpu(GpuApp, min_concurrency=1):
+    machine_type = "XS"
