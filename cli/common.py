@@ -88,7 +88,8 @@ def caller(registry: Registry) -> Caller:
         name = check_name("user", default_user())
         registry.create_user(name, admin=True)
         save_key(registry.create_key(name, label="bootstrap"))
-        console.print(f"Created admin user {name}; its API key is in {_credentials_file()}")
+        # On stderr: a command's own output (`status --json`, a new key) stays parseable.
+        click.echo(f"Created admin user {name}; its API key is in {_credentials_file()}", err=True)
         return Caller(name, True)
     if key is None:
         raise click.ClickException(

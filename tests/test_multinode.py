@@ -1,0 +1,99 @@
+"""A platform on two Ray nodes: a CPU head started by `platform up` and a worker joined with
+`ray start --address`, advertising a fake A100. GPU apps go to the worker; losing the
+worker shows in `platform status`, and the app comes back when a GPU node joins again.
+
+Both nodes run on this machine, in a private platform (own state directory, ports and
+Ray temp dir) so that the session's cluster is untouched."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Callable, Optional
+
+import httpx
+
+from conftest import APPS, free_port, platform_cmd
+
+
+def _join_worker(head: str) -> subprocess.Popen:
+    ports = [f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
+             f"--runtime-env-agent-port={free_port()}", f"--metrics-export-port={free_port()}"]
+    return subprocess.Popen(
+        [sys.executable, "-m", "ray.scripts.scripts", "start", f"--address={head}", "--num-cpus=2", "--num-gpus=1",
+         "--resources", json.dumps({"accelerator_type:A100": 1}), *ports, "--block"],
+        env={**os.environ, "RAY_AUTH_MODE": "token"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def _stop_worker(worker: subprocess.Popen) -> None:
+    if worker.poll() is None:
+        try:
+            os.killpg(worker.pid, signal.SIGTERM)  # `ray start --block` stops the node's processes
+        except ProcessLookupError:
+            pass
+        worker.wait(timeout=60)
+
+
+def _until(check: Callable[[], Optional[dict]], what: str, timeout: float = 90) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_gpu_apps_run_on_the_gpu_node_and_report_its_loss(tmp_path) -> None:
+    env = {"TENANTSERVE_HOME": str(tmp_path / "home")}
+    http_port = free_port()
+    platform_cmd("up", f"--port={free_port()}", f"--http-port={http_port}", f"--dashboard-port={free_port()}",
+                 "--num-cpus=2", "--num-gpus=0", env=env)
+    head = json.loads((tmp_path / "home" / "cluster.json").read_text())["address"]
+    base = f"http://127.0.0.1:{http_port}"
+
+    def status() -> dict:
+        return json.loads(platform_cmd("status", "--json", env=env).stdout)
+
+    def gpu_worker(current: dict) -> Optional[dict]:
+        return next((n for n in current["nodes"] if n["alive"] and n["total"].get("accelerator_type:A100")), None)
+
+    worker = _join_worker(head)
+    try:
+        worker_node = _until(lambda: gpu_worker(status()), "the GPU worker to join")
+        platform_cmd("deploy", f"{APPS}/gpu.py::AlwaysOnGpu", "--auth", "public", env=env)
+        platform_cmd("deploy", f"{APPS}/gpu.py::AlwaysOnCpu", "--auth", "public", env=env)
+        user = platform_cmd("whoami", env=env).stdout.split()[0]
+
+        gpu_app = httpx.post(f"{base}/{user}/always-on-gpu/", timeout=30).json()
+        assert gpu_app["node_id"] == worker_node["id"] and gpu_app["gpu_ids"] == [0]
+        cpu_app = httpx.post(f"{base}/{user}/always-on-cpu/", timeout=30).json()
+        assert cpu_app["gpu_ids"] == [] and cpu_app["node_id"] in {n["id"] for n in status()["nodes"] if n["alive"]}
+
+        _stop_worker(worker)
+
+        def gpu_app_stranded() -> Optional[dict]:
+            current = status()
+            app = next(a for a in current["apps"] if a["name"] == "always-on-gpu")
+            return current if "cannot be placed" in app["waiting"] else None
+
+        after = _until(gpu_app_stranded, "status to report the GPU app unplaceable")
+        assert not next(n for n in after["nodes"] if n["id"] == worker_node["id"])["alive"]
+        stranded = next(a for a in after["apps"] if a["name"] == "always-on-gpu")
+        assert "accelerator_type:A100" in stranded["waiting"] and stranded["nodes"] == []
+        assert httpx.post(f"{base}/{user}/always-on-cpu/", timeout=30).status_code == 200
+
+        worker = _join_worker(head)  # a GPU node joins again: the app recovers on it
+        new_node = _until(lambda: gpu_worker(status()), "a new GPU worker to join")
+        answer = _until(
+            lambda: (r := httpx.post(f"{base}/{user}/always-on-gpu/", timeout=30)).status_code == 200 and r.json(),
+            "the GPU app to serve again",
+        )
+        assert answer["node_id"] == new_node["id"]
+    finally:
+        platform_cmd("down", check=False, env=env)
+        _stop_worker(worker)
