@@ -259,7 +259,11 @@ def connect(address: Optional[str] = None, *, start: bool = True) -> ClusterInfo
     _init(address, current.auth_mode if current and current.address == address else None)
     from ray import serve
 
-    serve.start()  # a no-op when Serve runs; otherwise Serve with its default HTTP options
+    # A no-op when Serve runs. Otherwise Serve starts with its default HTTP options, or on
+    # $TENANTSERVE_HTTP_HOST (0.0.0.0 on a cluster's head, where a Service or load balancer
+    # reaches port 8000).
+    host = os.environ.get("TENANTSERVE_HTTP_HOST")
+    serve.start(**({"http_options": {"host": host}} if host else {}))
     if current and current.address == address:
         return current
     return ClusterInfo(address=address, http_url=os.environ.get("TENANTSERVE_URL") or _serve_http_url())

@@ -37,3 +37,7 @@ class TwoA100Replicas(GpuApp, min_concurrency=2, max_concurrency=2, startup_time
 
 class AlwaysOnCpu(GpuApp, min_concurrency=1):
     machine_type = "XS"
+
+
+class WaitsForH100(GpuApp, startup_timeout=6):
+    machine_type = "GPU-H100"
