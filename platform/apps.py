@@ -7,6 +7,7 @@ fails leaves the previous revision serving.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional
@@ -20,7 +21,9 @@ from tenantserve.adapters.fal.deployment import to_application
 from tenantserve.adapters.fal.machines import UnplaceableError
 from tenantserve.adapters.fal.replica import SETUP_FAILED
 
-from .cluster import state_dir
+from .cluster import serve_http_url, state_dir
+from .file_server import file_server_target
+from .files import FileStore
 from .naming import route_prefix, serve_app_name
 from .placement import NodeShape, actor_resources, autoscaler_groups, node_shapes, running_nodes, waiting_reason
 from .quotas import QuotaError, check_quota
@@ -83,8 +86,22 @@ def _explain(deployment_messages: list[str], app_message: str) -> str:
     return "\n".join(line for line in message[start:].strip().splitlines() if "ray::" not in line)
 
 
+def _platform_config(registry_url: str) -> dict[str, Any]:
+    """What replicas need from the platform: the registry (API keys, secrets), the secrets'
+    key, the file store and the URL files are served at, and the node's model cache."""
+    store = FileStore.configured(state_dir())
+    return {
+        "registry_url": registry_url,
+        "secret_key_file": str(key_file(state_dir())),
+        "files_root": store.root,
+        "files_ttl_s": store.ttl_s,
+        "public_url": os.environ.get("TENANTSERVE_URL") or serve_http_url(),
+        "model_cache": os.environ.get("TENANTSERVE_MODEL_CACHE") or str(state_dir() / "cache"),
+    }
+
+
 def _target(bundle: AppBundle, registry_url: str, nodes: Optional[list[Mapping[str, float]]] = None) -> RunTarget:
-    config = {"registry_url": registry_url, "secret_key_file": str(key_file(state_dir()))}
+    config = _platform_config(registry_url)
     return RunTarget(
         target=to_application(bundle, nodes if nodes is not None else node_shapes(), config),
         name=serve_app_name(bundle.owner, bundle.app_name),
@@ -92,8 +109,10 @@ def _target(bundle: AppBundle, registry_url: str, nodes: Optional[list[Mapping[s
     )
 
 
-def _apply(*targets: RunTarget) -> None:
-    serve.run_many(targets, wait_for_ingress_deployment_creation=False, wait_for_applications_running=False)
+def _apply(registry_url: str, *targets: RunTarget) -> None:
+    """Apply apps, and with them the `/files` app (a no-op while its config is unchanged)."""
+    files = file_server_target(_platform_config(registry_url))
+    serve.run_many([files, *targets], wait_for_ingress_deployment_creation=False, wait_for_applications_running=False)
 
 
 def _wait_running(name: str, timeout: float, progress: Progress) -> None:
@@ -155,7 +174,7 @@ def deploy(
             check_quota(registry, bundle)
         if bundle.options.requirements:
             progress(f"environment: {len(bundle.options.requirements)} requirement(s), built once per list")
-        _apply(_target(bundle, registry_url))
+        _apply(registry_url, _target(bundle, registry_url))
     except (UnplaceableError, QuotaError) as error:
         raise DeployError(str(error)) from None
     try:
@@ -176,7 +195,7 @@ def _restore(name: str, previous: Optional[AppBundle], registry_url: str, progre
         serve.delete(name)
         return
     progress(f"keeping revision {previous.revision} serving")
-    _apply(_target(previous, registry_url))
+    _apply(registry_url, _target(previous, registry_url))
     _wait_running(name, previous.options.startup_timeout, progress)
 
 
@@ -193,7 +212,7 @@ def restore_all(registry: Registry, progress: Progress = lambda line: None) -> l
             failures.append(f"{bundle.owner}/{bundle.app_name}: {error}")
     if targets:
         progress(f"deploying {len(targets)} registered app(s) again")
-        _apply(*targets)
+        _apply(registry.url, *targets)
     for bundle in bundles:
         try:
             _wait_running(serve_app_name(bundle.owner, bundle.app_name), bundle.options.startup_timeout, lambda _: None)

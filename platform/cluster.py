@@ -160,7 +160,7 @@ def up(
     serve.start(http_options={"host": http_host, "port": http_port})
     info = ClusterInfo(
         address=address,
-        http_url=_serve_http_url(),
+        http_url=serve_http_url(),
         dashboard_url=f"http://127.0.0.1:{dashboard_port}",
         metrics_url=f"http://127.0.0.1:{metrics_port}/metrics",
         started_here=True,
@@ -266,10 +266,10 @@ def connect(address: Optional[str] = None, *, start: bool = True) -> ClusterInfo
     serve.start(**({"http_options": {"host": host}} if host else {}))
     if current and current.address == address:
         return current
-    return ClusterInfo(address=address, http_url=os.environ.get("TENANTSERVE_URL") or _serve_http_url())
+    return ClusterInfo(address=address, http_url=os.environ.get("TENANTSERVE_URL") or serve_http_url())
 
 
-def _serve_http_url() -> str:
+def serve_http_url() -> str:
     """Where this cluster's Serve proxies listen, as Serve's controller reports it."""
     from ray.serve.context import _get_global_client
 

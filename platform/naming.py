@@ -11,12 +11,18 @@ class InvalidNameError(ValueError):
     """A user or app name that could not be a URL path segment."""
 
 
+# First path segments the platform serves itself (`/files/...`), so no user may take them.
+RESERVED_USERS = frozenset({"files"})
+
+
 def check_name(kind: str, value: str) -> str:
     if not _NAME.match(value or ""):
         raise InvalidNameError(
             f"invalid {kind} name {value!r}: use 1-63 lowercase letters, digits and '-', "
             "starting and ending with a letter or digit"
         )
+    if kind == "user" and value in RESERVED_USERS:
+        raise InvalidNameError(f"the user name {value!r} is reserved: the platform serves /{value}/ itself")
     return value
 
 

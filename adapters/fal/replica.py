@@ -18,6 +18,7 @@ import ray.cloudpickle
 from ray import serve
 
 from tenantserve.platform.auth import AuthMiddleware
+from tenantserve.platform.files import AppStorage, FileStore
 from tenantserve.platform.metrics import AppMetrics
 from tenantserve.platform.registry import Registry
 from tenantserve.platform.secrets import replica_environment
@@ -25,6 +26,7 @@ from tenantserve.platform.secrets import replica_environment
 from .bundle import AppBundle
 from .loader import load_class
 from .routes import build_asgi_app, find_endpoints, handle_kwargs, invoke
+from .sdk import toolkit
 
 logger = logging.getLogger("ray.serve")
 
@@ -48,10 +50,17 @@ class FalAppReplica:
         # One read-only registry connection for the replica: secrets now, API keys per request.
         self._registry = Registry(platform_config["registry_url"], migrate_schema=False)
         self._bundle = bundle = AppBundle.from_json(bundle_json)
+        # The node's model cache, shared by every replica on it (fal's /data): weights land
+        # there once. A node's own HF_HOME, or the owner's secrets below, take precedence.
+        os.environ["TENANTSERVE_MODEL_CACHE"] = platform_config["model_cache"]
+        os.environ.setdefault("HF_HOME", os.path.join(platform_config["model_cache"], "huggingface"))
         # The owner's secrets, as environment variables, before the app's code runs.
         os.environ.update(
             replica_environment(bundle.owner, self._registry, platform_config.get("secret_key_file"))
         )
+        # fal.toolkit outputs go to the platform's file store, readable with this app's key rules.
+        store = FileStore(platform_config["files_root"], platform_config["files_ttl_s"])
+        toolkit.use_storage(AppStorage(store, platform_config["public_url"], bundle.owner, bundle.options.app_auth))
         modules_root = bundle.unpack_local_modules()
         if modules_root is not None:
             sys.path.insert(0, str(modules_root))

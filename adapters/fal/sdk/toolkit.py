@@ -1,7 +1,10 @@
 """`fal.toolkit`: files and images that endpoints return or accept.
 
-Outputs are carried as `data:` URLs for now; the JSON shape (`url`, `content_type`,
-`file_name`, `file_size`, plus `width`/`height` for images) is what fal clients read.
+Inside a replica the platform plugs in its file store (`use_storage`): outputs become URLs
+on the platform's own host (`/files/...`) and inputs with such URLs are read from the
+store. `repository="in_memory"`, or code running outside a replica, gives `data:` URLs.
+The JSON shape (`url`, `content_type`, `file_name`, `file_size`, plus `width`/`height`
+for images) is what fal clients read.
 """
 
 from __future__ import annotations
@@ -10,10 +13,25 @@ import base64
 import io
 import mimetypes
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Protocol
 
 import httpx
 from pydantic import BaseModel, Field
+
+
+class Storage(Protocol):
+    def upload(self, data: bytes, content_type: str, file_name: Optional[str]) -> str: ...
+
+    def download(self, url: str) -> Optional[bytes]: ...
+
+
+_storage: Optional[Storage] = None
+
+
+def use_storage(storage: Optional[Storage]) -> None:
+    """Where this process stores outputs and reads the platform's file URLs."""
+    global _storage
+    _storage = storage
 
 
 def _data_url(data: bytes, content_type: str) -> str:
@@ -37,8 +55,12 @@ class File(BaseModel):
     ) -> "File":
         content_type = content_type or (mimetypes.guess_type(file_name)[0] if file_name else None)
         content_type = content_type or "application/octet-stream"
+        if repository == "in_memory" or _storage is None:
+            url = _data_url(data, content_type)
+        else:
+            url = _storage.upload(data, content_type, file_name)
         return cls(
-            url=_data_url(data, content_type),
+            url=url,
             content_type=content_type,
             file_name=file_name,
             file_size=len(data),
@@ -58,10 +80,13 @@ class File(BaseModel):
         return cls.from_bytes(path.read_bytes(), content_type=content_type, file_name=path.name, repository=repository)
 
     def as_bytes(self) -> bytes:
-        """The file's content, from a `data:` URL or over HTTP."""
+        """The file's content: from a `data:` URL, the platform's store, or over HTTP."""
         if self.url.startswith("data:"):
             _, _, payload = self.url.partition(",")
             return base64.b64decode(payload)
+        stored = _storage.download(self.url) if _storage is not None else None
+        if stored is not None:
+            return stored
         response = httpx.get(self.url, follow_redirects=True, timeout=60)
         response.raise_for_status()
         return response.content

@@ -1,0 +1,107 @@
+"""The Serve app at `/files`: reads stored files over HTTP (with the key rules of the app
+that made them) and takes uploads, which apps then accept as `File`/`Image` inputs.
+
+No `from __future__ import annotations` here: Serve's class-based ingress rebuilds the
+route signatures, and string annotations (`request: "Request"`) become query parameters.
+"""
+
+import asyncio
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from ray import serve
+from ray.serve import RunTarget
+
+from .auth import KeyCache, key_from_header
+from .files import FILES_ROUTE, FileStore
+from .registry import Registry
+
+APP_NAME = "files"
+MAX_UPLOAD_BYTES = 512 * 1024 * 1024
+SWEEP_EVERY_S = 600
+LIFECYCLE_HEADER = "x-fal-object-lifecycle-preference"  # fal's way to ask for a shorter lifetime
+
+api = FastAPI(title="tenantserve files")
+
+
+def _error(status: int, detail: str) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=status, headers={"www-authenticate": "Key"} if status == 401 else None)
+
+
+def _lifetime(request: Request) -> Optional[float]:
+    try:
+        preference = json.loads(request.headers.get(LIFECYCLE_HEADER) or "{}")
+        seconds = float(preference.get("expiration_duration_seconds") or 0)
+    except (ValueError, TypeError, AttributeError):
+        return None
+    return seconds if seconds > 0 else None
+
+
+@serve.ingress(api)
+class FileServer:
+    async def __init__(self, config: dict[str, Any]) -> None:
+        self.store = FileStore(config["files_root"], config["files_ttl_s"])
+        self.public_url = config["public_url"].rstrip("/")
+        self.registry = Registry(config["registry_url"], migrate_schema=False)
+        self.keys = KeyCache(self.registry)
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.to_thread(self.store.sweep)
+            await asyncio.sleep(SWEEP_EVERY_S)
+
+    async def _caller(self, request: Request) -> Optional[str]:
+        key = key_from_header(request.headers.get("authorization"))
+        return await self.keys.user(key) if key else None
+
+    @api.post("/upload")
+    async def upload(self, request: Request) -> Response:
+        """The request body becomes a file, private to the uploader over HTTP; its URL is
+        what an app's `File`/`Image` input takes."""
+        user = await self._caller(request)
+        if user is None:
+            return _error(401, "Uploading needs an API key: send 'Authorization: Key <key_id>:<key_secret>'")
+        data = await request.body()
+        if len(data) > MAX_UPLOAD_BYTES:
+            return _error(413, f"Files are limited to {MAX_UPLOAD_BYTES >> 20} MiB")
+        name = request.headers.get("x-fal-file-name") or request.query_params.get("file_name")
+        content_type = request.headers.get("content-type") or "application/octet-stream"
+        stored = await asyncio.to_thread(
+            self.store.put, data, owner=user, auth="private", content_type=content_type, file_name=name,
+            ttl_s=_lifetime(request),
+        )
+        return JSONResponse({"url": self.public_url + stored.path(), "content_type": stored.content_type,
+                             "file_name": stored.file_name, "file_size": stored.file_size})
+
+    @api.get("/{file_id}/{file_name}")
+    async def download(self, file_id: str, file_name: str, request: Request) -> Response:
+        stored = await asyncio.to_thread(self.store.find, file_id)
+        if stored is None:
+            return _error(404, "File not found (unknown or expired)")
+        if stored.auth != "public":
+            user = await self._caller(request)
+            if user is None:
+                return _error(401, "This file needs an API key: send 'Authorization: Key <key_id>:<key_secret>'")
+            if stored.auth == "private" and user != stored.owner and not self.registry.user(user):
+                return _error(403, f"This file is private to {stored.owner}")
+        data = await asyncio.to_thread(self.store.read, stored)
+        cache = "public, max-age=3600" if stored.auth == "public" else "private, no-store"
+        return Response(data, media_type=stored.content_type, headers={
+            "cache-control": cache, "content-disposition": f'inline; filename="{stored.file_name}"',
+        })
+
+
+def file_server_target(config: dict[str, Any]) -> RunTarget:
+    """The Serve application for `/files`, pinned to a version of its config so that
+    applying it again changes nothing."""
+    code = b"".join((Path(__file__).parent / name).read_bytes() for name in ("file_server.py", "files.py"))
+    version = hashlib.sha256(json.dumps(config, sort_keys=True).encode() + code).hexdigest()[:16]
+    deployment = serve.deployment(FileServer, name="FileServer", num_replicas=1,
+                                  ray_actor_options={"num_cpus": 0.05}, max_ongoing_requests=64)
+    deployment = deployment.options(version=version, _internal=True)
+    return RunTarget(target=deployment.bind(config), name=APP_NAME, route_prefix=FILES_ROUTE)
