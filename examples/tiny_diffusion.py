@@ -25,7 +25,8 @@ class Output(BaseModel):
 
 
 class TinyDiffusion(fal.App, keep_alive=300, max_multiplexing=1):
-    machine_type = "L"
+    # One CPU; bench/gpu_smoke.sh sets a GPU type (GPU-H100, ...) to run it in fp16 on CUDA.
+    machine_type = os.environ.get("TINY_DIFFUSION_MACHINE", "L")
     # No `requirements`: diffusers, transformers and torch come with the node
     # (`pip install 'tenantserve[diffusers]'`); a per-app list would build a new
     # environment and fetch torch again.
@@ -36,7 +37,9 @@ class TinyDiffusion(fal.App, keep_alive=300, max_multiplexing=1):
 
         # The node's model cache, which the platform hands every replica.
         folder = os.path.join(os.environ["TENANTSERVE_MODEL_CACHE"], "tiny-sd")
-        self.pipe = StableDiffusionPipeline.from_pretrained(folder, torch_dtype=torch.float32)
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        dtype = torch.float16 if self.device == "cuda" else torch.float32
+        self.pipe = StableDiffusionPipeline.from_pretrained(folder, torch_dtype=dtype).to(self.device)
         self.pipe.scheduler = DPMSolverSinglestepScheduler.from_config(
             self.pipe.scheduler.config,
             timestep_spacing="trailing",
@@ -49,6 +52,6 @@ class TinyDiffusion(fal.App, keep_alive=300, max_multiplexing=1):
 
         result = self.pipe(
             request.prompt, num_inference_steps=7, guidance_scale=3, width=request.width, height=request.height,
-            generator=torch.Generator().manual_seed(request.seed),
+            generator=torch.Generator(self.device).manual_seed(request.seed),
         )
         return Output(image=Image.from_pil(result.images[0]))
