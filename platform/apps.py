@@ -118,7 +118,8 @@ def _apply(registry_url: str, *targets: RunTarget) -> None:
 def _wait_running(name: str, timeout: float, progress: Progress) -> None:
     """Wait for Serve to run the target last applied (an apply turns the app DEPLOYING at once)."""
     deadline = time.monotonic() + timeout
-    last, waiting, next_look = "", "", time.monotonic() + 1
+    # A replica takes a moment to be placed: only one still unplaced after 3 s waits for something.
+    last, waiting, next_look = "", "", time.monotonic() + 3
     while time.monotonic() < deadline:
         app_status = _serve_status(name)
         if app_status is not None:
