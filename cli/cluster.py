@@ -19,15 +19,21 @@ from .common import console, friendly_errors, restore_registered_apps
 @click.option("--dashboard-port", default=cluster.DEFAULT_DASHBOARD_PORT, show_default=True)
 @click.option("--metrics-port", type=int, default=None,
               help="Port of this node's Prometheus endpoint (default: a free port, printed).")
+@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Serve HTTPS with this certificate (PEM); needs --tls-key.")
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="The certificate's private key (PEM).")
 @click.option("--num-cpus", type=float, default=None, help="CPUs this node offers (default: all).")
 @click.option("--num-gpus", type=int, default=None, help="GPUs this node offers (default: detected).")
 @click.option("--resources", default=None, help='Extra node resources as JSON, e.g. \'{"accelerator_type:A100": 1}\'.')
 @friendly_errors
 def up(
     ray_port: int, http_host: str, http_port: int, dashboard_port: int, metrics_port: Optional[int],
-    num_cpus: Optional[float], num_gpus: Optional[int], resources: Optional[str],
+    tls_cert: Optional[str], tls_key: Optional[str], num_cpus: Optional[float], num_gpus: Optional[int], resources: Optional[str],
 ) -> None:
     """Start a local Ray cluster with Serve (a no-op if one is running)."""
+    if bool(tls_cert) != bool(tls_key):
+        raise click.BadParameter("give both --tls-cert and --tls-key", param_hint="--tls-cert/--tls-key")
     try:
         extra = json.loads(resources) if resources else None
     except ValueError as error:
@@ -35,7 +41,7 @@ def up(
     with console.status("Starting Ray and Serve"):
         info = cluster.up(
             ray_port=ray_port, http_host=http_host, http_port=http_port, dashboard_port=dashboard_port,
-            metrics_port=metrics_port, num_cpus=num_cpus, num_gpus=num_gpus, resources=extra,
+            metrics_port=metrics_port, tls_cert=tls_cert, tls_key=tls_key, num_cpus=num_cpus, num_gpus=num_gpus, resources=extra,
         )
     if info.fresh:
         restore_registered_apps()

@@ -7,9 +7,12 @@ fails leaves the previous revision serving.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
 import httpx
@@ -23,6 +26,7 @@ from tenantserve.adapters.fal.replica import SETUP_FAILED
 
 from .cluster import serve_http_url, state_dir
 from .file_server import file_server_target
+from .queue_server import RESULTS_TTL_S, queue_server_target
 from .files import FileStore
 from .naming import route_prefix, serve_app_name
 from .placement import NodeShape, actor_resources, autoscaler_groups, node_shapes, running_nodes, waiting_reason
@@ -31,6 +35,7 @@ from .registry import Registry, database_url
 from .secrets import key_file
 
 Progress = Callable[[str], None]
+SERVICE_MODULES = ("file_server.py", "files.py", "queue_server.py", "queue.py", "auth.py", "registry.py")
 
 
 class DeployError(RuntimeError):
@@ -88,7 +93,8 @@ def _explain(deployment_messages: list[str], app_message: str) -> str:
 
 def _platform_config(registry_url: str) -> dict[str, Any]:
     """What replicas need from the platform: the registry (API keys, secrets), the secrets'
-    key, the file store and the URL files are served at, and the node's model cache."""
+    key, the file store and the URL files are served at, the node's model cache, and how
+    long the queue keeps results."""
     store = FileStore.configured(state_dir())
     return {
         "registry_url": registry_url,
@@ -97,6 +103,7 @@ def _platform_config(registry_url: str) -> dict[str, Any]:
         "files_ttl_s": store.ttl_s,
         "public_url": os.environ.get("TENANTSERVE_URL") or serve_http_url(),
         "model_cache": os.environ.get("TENANTSERVE_MODEL_CACHE") or str(state_dir() / "cache"),
+        "results_ttl_s": float(os.environ.get("TENANTSERVE_RESULTS_TTL", RESULTS_TTL_S)),
     }
 
 
@@ -109,10 +116,19 @@ def _target(bundle: AppBundle, registry_url: str, nodes: Optional[list[Mapping[s
     )
 
 
+def _services(registry_url: str) -> list[RunTarget]:
+    """The platform's own Serve apps, `/files` and `/queue`, pinned to a version of their
+    config and code: applying them again changes nothing until one of those changes."""
+    config = _platform_config(registry_url)
+    code = b"".join((Path(__file__).parent / name).read_bytes() for name in SERVICE_MODULES)
+    version = hashlib.sha256(json.dumps(config, sort_keys=True).encode() + code).hexdigest()[:16]
+    return [file_server_target(config, version), queue_server_target(config, version)]
+
+
 def _apply(registry_url: str, *targets: RunTarget) -> None:
-    """Apply apps, and with them the `/files` app (a no-op while its config is unchanged)."""
-    files = file_server_target(_platform_config(registry_url))
-    serve.run_many([files, *targets], wait_for_ingress_deployment_creation=False, wait_for_applications_running=False)
+    """Apply apps, and with them the platform's own services."""
+    serve.run_many([*_services(registry_url), *targets], wait_for_ingress_deployment_creation=False,
+                   wait_for_applications_running=False)
 
 
 def _wait_running(name: str, timeout: float, progress: Progress) -> None:

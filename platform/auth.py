@@ -67,9 +67,9 @@ class AuthMiddleware:
         key = key_from_header(headers.get(b"authorization", b"").decode("latin-1"))
         user = await self._keys.user(key) if key else None
         if user is None:
-            return await _refuse(scope, send, 401, "Missing or invalid API key: send 'Authorization: Key <key_id>:<key_secret>'")
+            return await _refuse(scope, receive, send, 401, "Missing or invalid API key: send 'Authorization: Key <key_id>:<key_secret>'")
         if self.mode == "private" and user != self.owner:
-            return await _refuse(scope, send, 403, f"This app is private to {self.owner}")
+            return await _refuse(scope, receive, send, 403, f"This app is private to {self.owner}")
         scope.setdefault("state", {})["tenantserve_user"] = user
         await self.app(scope, receive, send)
 
@@ -79,13 +79,21 @@ def _relative(scope: dict) -> str:
     return path[len(root):] if root and path.startswith(root) else path
 
 
-async def _refuse(scope: dict, send: Any, status: int, detail: str) -> None:
-    if scope["type"] == "websocket":
-        await send({"type": "websocket.close", "code": 4000 + status, "reason": detail})
-        return
+async def _refuse(scope: dict, receive: Any, send: Any, status: int, detail: str) -> None:
     body = json.dumps({"detail": detail}).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     if status == 401:
         headers.append((b"www-authenticate", b"Key"))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    prefix = "http"
+    if scope["type"] == "websocket":
+        if "websocket.http.response" not in scope.get("extensions", {}):
+            # No way to answer the handshake with a status: open the socket and close it at
+            # once with 4401 / 4403 and the reason, which clients do show (a bare refusal
+            # would reach them as a 403 whatever the cause).
+            await receive()
+            await send({"type": "websocket.accept"})
+            await send({"type": "websocket.close", "code": 4000 + status, "reason": detail})
+            return
+        prefix = "websocket.http"
+    await send({"type": f"{prefix}.response.start", "status": status, "headers": headers})
+    await send({"type": f"{prefix}.response.body", "body": body})

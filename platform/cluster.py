@@ -18,7 +18,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 DEFAULT_RAY_PORT = 6390  # Ray's own default, 6379, is Redis's port.
 DEFAULT_HTTP_PORT = 8000
@@ -119,6 +119,8 @@ def up(
     http_port: int = DEFAULT_HTTP_PORT,
     dashboard_port: int = DEFAULT_DASHBOARD_PORT,
     metrics_port: Optional[int] = None,
+    tls_cert: Optional[str] = None,
+    tls_key: Optional[str] = None,
     num_cpus: Optional[float] = None,
     num_gpus: Optional[int] = None,
     resources: Optional[dict[str, float]] = None,
@@ -157,7 +159,10 @@ def up(
     _init(address, auth_mode)
     from ray import serve
 
-    serve.start(http_options={"host": http_host, "port": http_port})
+    http_options: dict[str, Any] = {"host": http_host, "port": http_port}
+    if tls_cert and tls_key:  # Serve's proxies then speak only HTTPS, as fal_client expects
+        http_options.update(ssl_certfile=str(Path(tls_cert).resolve()), ssl_keyfile=str(Path(tls_key).resolve()))
+    serve.start(http_options=http_options)
     info = ClusterInfo(
         address=address,
         http_url=serve_http_url(),
@@ -275,7 +280,8 @@ def serve_http_url() -> str:
 
     options = _get_global_client().http_config
     host = "127.0.0.1" if options.host in ("0.0.0.0", "::", "") else options.host
-    return f"http://{host}:{options.port}"
+    scheme = "https" if getattr(options, "ssl_certfile", None) else "http"
+    return f"{scheme}://{host}:{options.port}"
 
 
 def down() -> bool:

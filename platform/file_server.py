@@ -6,9 +6,7 @@ route signatures, and string annotations (`request: "Request"`) become query par
 """
 
 import asyncio
-import hashlib
 import json
-from pathlib import Path
 from typing import Any, Optional
 
 from fastapi import FastAPI, Request
@@ -96,11 +94,7 @@ class FileServer:
         })
 
 
-def file_server_target(config: dict[str, Any]) -> RunTarget:
-    """The Serve application for `/files`, pinned to a version of its config so that
-    applying it again changes nothing."""
-    code = b"".join((Path(__file__).parent / name).read_bytes() for name in ("file_server.py", "files.py"))
-    version = hashlib.sha256(json.dumps(config, sort_keys=True).encode() + code).hexdigest()[:16]
+def file_server_target(config: dict[str, Any], version: str) -> RunTarget:
     deployment = serve.deployment(FileServer, name="FileServer", num_replicas=1,
                                   ray_actor_options={"num_cpus": 0.05}, max_ongoing_requests=64)
     deployment = deployment.options(version=version, _internal=True)

@@ -11,8 +11,8 @@ class InvalidNameError(ValueError):
     """A user or app name that could not be a URL path segment."""
 
 
-# First path segments the platform serves itself (`/files/...`), so no user may take them.
-RESERVED_USERS = frozenset({"files"})
+# First path segments the platform serves itself (`/files/...`, `/queue/...`), so no user may take them.
+RESERVED_USERS = frozenset({"files", "queue"})
 
 
 def check_name(kind: str, value: str) -> str:

@@ -78,7 +78,7 @@ def http(base_url: str) -> Iterator[httpx.Client]:
 
 TEST_USERS = (
     "alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi",
-    "ivan", "judy", "kim", "lena", "mia", "olga", "petra", "quinn", "remote",
+    "ivan", "judy", "kim", "lena", "mia", "olga", "petra", "quinn", "rita", "sam", "remote",
 )
 
 

@@ -12,7 +12,7 @@ import os
 import sys
 import time
 import traceback
-from typing import Any
+from typing import Any, Optional
 
 import ray.cloudpickle
 from ray import serve
@@ -25,7 +25,8 @@ from tenantserve.platform.secrets import replica_environment
 
 from .bundle import AppBundle
 from .loader import load_class
-from .routes import build_asgi_app, find_endpoints, handle_kwargs, invoke
+from .capture import install as capture_prints, request_logs
+from .routes import answer, build_asgi_app, effective_timeout, find_endpoints, handle_kwargs, invoke
 from .sdk import toolkit
 
 logger = logging.getLogger("ray.serve")
@@ -68,6 +69,7 @@ class FalAppReplica:
         # Output models defined in the app file travel back to handle callers by value.
         ray.cloudpickle.register_pickle_by_value(module)
         self._endpoints = {endpoint.name: endpoint for endpoint in find_endpoints(app_class)}
+        capture_prints()
         self._app = app_class()
         started = time.perf_counter()
         try:
@@ -104,6 +106,19 @@ class FalAppReplica:
             )
         kwargs = handle_kwargs(endpoint, payload)
         return await invoke(getattr(self._app, name), kwargs, self._bundle.options.request_timeout)
+
+    async def call_path(self, path: str, payload: Any, request_id: str,
+                        timeout_s: Optional[float] = None) -> dict[str, Any]:
+        """A request from the queue: the endpoint at `path` answers `payload` as its HTTP
+        route would, with what the endpoint printed meanwhile."""
+        endpoint = next((e for e in self._endpoints.values() if e.spec.path.rstrip("/") == path.rstrip("/")
+                         and not e.spec.is_websocket), None)
+        if endpoint is None:
+            return {"status_code": 404, "body": {"detail": f"Path {path} not found"}, "logs": []}
+        timeout = effective_timeout(self._bundle.options.request_timeout, timeout_s)
+        with request_logs() as logs:
+            status_code, body = await answer(getattr(self._app, endpoint.name), endpoint, payload, request_id, timeout)
+        return {"status_code": status_code, "body": body, "logs": logs}
 
     async def __del__(self) -> None:
         app = getattr(self, "_app", None)

@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import logging
 import typing
 import uuid
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, AsyncIterator, Callable, Optional
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, ValidationError
+from starlette.concurrency import iterate_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .sdk import EndpointSpec
@@ -101,14 +104,62 @@ def error_response(error: BaseException, request_id: str, timeout: Optional[floa
     return JSONResponse({"detail": "Internal Server Error", "request_id": request_id}, status_code=500)
 
 
+def effective_timeout(app_timeout: Optional[float], requested: Optional[str | float]) -> Optional[float]:
+    """The app's `request_timeout`, or the caller's `X-Fal-Request-Timeout` if shorter."""
+    try:
+        asked = float(requested) if requested not in (None, "") else None
+    except ValueError:
+        asked = None
+    if asked is None or asked <= 0:
+        return app_timeout
+    return min(asked, app_timeout) if app_timeout is not None else asked
+
+
+async def answer(method: Callable[..., Any], endpoint: Endpoint, payload: Any, request_id: str,
+                 timeout: Optional[float]) -> tuple[int, Any]:
+    """An endpoint's answer to a JSON payload as (status code, JSON body), the same as its
+    HTTP route gives; for callers that are not HTTP requests (the queue)."""
+    try:
+        kwargs = handle_kwargs(endpoint, payload)
+    except ValidationError as error:
+        return 422, {"detail": jsonable_encoder(error.errors(include_url=False))}
+    except TypeError as error:
+        return 422, {"detail": str(error)}
+    try:
+        result = await invoke(method, kwargs, timeout)
+    except Exception as error:
+        response = error_response(error, request_id, timeout)
+        return response.status_code, json.loads(response.body)
+    return 200, jsonable_encoder(result)
+
+
+def is_streaming(method: Callable[..., Any]) -> bool:
+    """An endpoint that yields answers as server-sent events, one per item."""
+    return inspect.isgeneratorfunction(method) or inspect.isasyncgenfunction(method)
+
+
+async def _server_sent_events(items: Any, request_id: str) -> AsyncIterator[str]:
+    iterator = items if hasattr(items, "__aiter__") else iterate_in_threadpool(items)
+    try:
+        async for item in iterator:
+            yield f"data: {json.dumps(jsonable_encoder(item))}\n\n"
+    except Exception as error:  # the status line is sent: the error becomes the last event
+        logger.error("request %s failed while streaming", request_id, exc_info=error)
+        detail = json.loads(error_response(error, request_id, None).body)
+        yield f"event: error\ndata: {json.dumps(detail)}\n\n"
+
+
 def _route_handler(method: Callable[..., Any], endpoint: Endpoint, timeout: Optional[float]) -> Callable[..., Any]:
     async def handler(**kwargs: Any) -> Any:
         http_request: Request = kwargs.pop(_HTTP_REQUEST_PARAM)
         request_id = http_request.headers.get("x-request-id") or uuid.uuid4().hex
+        limit = effective_timeout(timeout, http_request.headers.get("x-fal-request-timeout"))
+        if is_streaming(method):
+            return StreamingResponse(_server_sent_events(method(**kwargs), request_id), media_type="text/event-stream")
         try:
-            return await invoke(method, kwargs, timeout)
+            return await invoke(method, kwargs, limit)
         except Exception as error:
-            return error_response(error, request_id, timeout)
+            return error_response(error, request_id, limit)
 
     request_param = inspect.Parameter(_HTTP_REQUEST_PARAM, inspect.Parameter.KEYWORD_ONLY, annotation=Request)
     handler.__signature__ = endpoint.signature.replace(  # type: ignore[attr-defined]
@@ -148,7 +199,7 @@ def build_asgi_app(
             _route_handler(method, endpoint, timeout),
             methods=["POST"],
             name=endpoint.name,
-            response_model=returns if returns is not inspect.Signature.empty else None,
+            response_model=returns if returns is not inspect.Signature.empty and not is_streaming(method) else None,
         )
 
     async def health() -> dict[str, str]:

@@ -1,0 +1,309 @@
+"""The Serve app at `/queue`: fal's queue API over the durable request queue, and the one
+runner that feeds queued requests to the apps through Serve handles.
+
+    POST /queue/<user>/<app>[/<path>][?fal_webhook=URL]   submit; answers the request's URLs
+    GET  /queue/<user>/<app>/requests/<id>/status[?logs=1]
+    GET  /queue/<user>/<app>/requests/<id>/status/stream   the same, as server-sent events
+    GET  /queue/<user>/<app>/requests/<id>                 the result
+    PUT  /queue/<user>/<app>/requests/<id>/cancel
+
+Each app gets at most `max_concurrency` x `max_multiplexing` requests at a time from the
+queue, oldest first; apps do not share that budget, so one tenant's flood never holds
+back another tenant's app. The runner is one replica; if it restarts, the requests it was
+running go back in line (they are rows in the registry, not tasks in memory).
+
+No `from __future__ import annotations`: Serve's class-based ingress would turn string
+annotations into query parameters.
+"""
+
+import asyncio
+import json
+import logging
+import time
+from typing import Any, Optional
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from ray import serve
+from ray.exceptions import ActorUnavailableError, RayActorError
+from ray.serve import RunTarget
+from ray.serve.exceptions import RequestCancelledError
+
+from .auth import KeyCache, key_from_header
+from .naming import serve_app_name
+from .queue import CANCELLED, COMPLETED, IN_PROGRESS, IN_QUEUE, MAX_ATTEMPTS, QueuedRequest, RequestQueue
+from .registry import Registry
+
+logger = logging.getLogger("ray.serve")
+
+APP_NAME = "queue"
+ROUTE = "/queue"
+RESULTS_TTL_S = 7 * 24 * 3600.0
+WEBHOOK_DELAYS_S = (0, 1, 2, 4, 8)  # five tries, then the webhook is given up on
+CANCELLED_STATUS = 499
+
+api = FastAPI(title="tenantserve queue")
+
+
+def _error(status: int, detail: str) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=status)
+
+
+def _error_text(request: QueuedRequest) -> Optional[str]:
+    """What went wrong with a finished request, as fal's status and webhook report it."""
+    if request.status == CANCELLED:
+        return "Request cancelled"
+    if (request.status_code or 200) < 400:
+        return None
+    if isinstance(request.result, dict):
+        return str(request.result.get("detail", request.result))
+    return str(request.result)
+
+
+@serve.ingress(api)
+class QueueServer:
+    async def __init__(self, config: dict[str, Any]) -> None:
+        self.registry = Registry(config["registry_url"], migrate_schema=False)
+        self.queue = RequestQueue(self.registry)
+        self.keys = KeyCache(self.registry)
+        self.public_url = config["public_url"].rstrip("/") + ROUTE
+        self.results_ttl_s = config.get("results_ttl_s", RESULTS_TTL_S)
+        self.running: dict[str, Any] = {}  # request id -> its DeploymentResponse
+        self.per_app: dict[tuple[str, str], int] = {}
+        self.wakeup = asyncio.Event()
+        recovered = await asyncio.to_thread(self.queue.recover)
+        if recovered:
+            logger.info("%d request(s) that were running go back in line", recovered)
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._dispatch_forever()), loop.create_task(self._housekeeping_forever())]
+        for request in await asyncio.to_thread(self.queue.pending_webhooks):
+            loop.create_task(self._deliver_webhook(request))
+
+    # the HTTP API
+
+    async def _caller(self, request: Request) -> Optional[str]:
+        key = key_from_header(request.headers.get("authorization"))
+        return await self.keys.user(key) if key else None
+
+    def _urls(self, owner: str, app: str, request_id: str) -> dict[str, str]:
+        base = f"{self.public_url}/{owner}/{app}/requests/{request_id}"
+        return {"status_url": f"{base}/status", "response_url": base, "cancel_url": f"{base}/cancel"}
+
+    async def _own_request(self, owner: str, app: str, request_id: str, request: Request) -> Any:
+        """The request if the caller may see it (its submitter; anyone for an anonymous
+        submit to a public app), else a 404 that says nothing about other users' requests."""
+        found = await asyncio.to_thread(self.queue.get, request_id)
+        if found is None or (found.owner, found.app) != (owner, app):
+            return _error(404, f"Request {request_id} not found")
+        if found.caller is not None and await self._caller(request) != found.caller:
+            return _error(404, f"Request {request_id} not found")
+        return found
+
+    async def _status(self, found: QueuedRequest, with_logs: bool) -> dict[str, Any]:
+        status: dict[str, Any] = {"status": found.status, "request_id": found.id,
+                                  **self._urls(found.owner, found.app, found.id)}
+        if found.status == IN_QUEUE:
+            status["queue_position"] = await asyncio.to_thread(self.queue.position, found)
+        if found.status in (IN_PROGRESS, COMPLETED, CANCELLED):
+            status["logs"] = found.logs if with_logs else None
+        if found.status in (COMPLETED, CANCELLED):
+            status["status"] = COMPLETED  # fal reports a cancelled request as completed, with an error
+            elapsed = (found.finished_at or 0) - (found.started_at or found.finished_at or 0)
+            status["metrics"] = {"inference_time": elapsed} if found.started_at else {}
+            error = _error_text(found)
+            if error is not None:
+                status["error"] = error
+        return status
+
+    @api.post("/{owner}/{app}")
+    @api.post("/{owner}/{app}/{path:path}")
+    async def submit(self, owner: str, app: str, request: Request, path: str = "") -> Response:
+        bundle = await asyncio.to_thread(self.registry.get, owner, app)
+        if bundle is None:
+            return _error(404, f"No app {owner}/{app}")
+        caller = await self._caller(request)
+        mode = bundle.options.app_auth
+        if mode != "public" and caller is None:
+            return _error(401, "Missing or invalid API key: send 'Authorization: Key <key_id>:<key_secret>'")
+        if mode == "private" and caller != owner:
+            return _error(403, f"This app is private to {owner}")
+        try:
+            payload = await request.json()
+        except ValueError:
+            return _error(422, "The request body is not JSON")
+        timeout = request.headers.get("x-fal-request-timeout")
+        try:
+            timeout_s = float(timeout) if timeout else None
+        except ValueError:
+            return _error(422, "X-Fal-Request-Timeout must be a number of seconds")
+        queued = await asyncio.to_thread(
+            self.queue.submit, owner, app, "/" + path, payload, caller=caller, timeout_s=timeout_s,
+            webhook_url=request.query_params.get("fal_webhook"),
+        )
+        self.wakeup.set()
+        return JSONResponse({
+            "request_id": queued.id, **self._urls(owner, app, queued.id),
+            "queue_position": await asyncio.to_thread(self.queue.position, queued),
+        })
+
+    @api.get("/{owner}/{app}/requests/{request_id}/status")
+    async def status(self, owner: str, app: str, request_id: str, request: Request) -> Response:
+        found = await self._own_request(owner, app, request_id, request)
+        if isinstance(found, Response):
+            return found
+        with_logs = request.query_params.get("logs", "0").lower() not in ("0", "false", "")
+        status = await self._status(found, with_logs)
+        return JSONResponse(status, status_code=200 if found.status in (COMPLETED, CANCELLED) else 202)
+
+    @api.get("/{owner}/{app}/requests/{request_id}/status/stream")
+    async def status_stream(self, owner: str, app: str, request_id: str, request: Request) -> Response:
+        found = await self._own_request(owner, app, request_id, request)
+        if isinstance(found, Response):
+            return found
+        with_logs = request.query_params.get("logs", "0").lower() not in ("0", "false", "")
+
+        async def events() -> Any:
+            last = None
+            current: Optional[QueuedRequest] = found
+            while current is not None:
+                status = await self._status(current, with_logs)
+                if status != last:
+                    yield f"data: {json.dumps(status)}\n\n"
+                    last = status
+                if current.status in (COMPLETED, CANCELLED):
+                    return
+                await asyncio.sleep(0.2)
+                current = await asyncio.to_thread(self.queue.get, request_id)
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    @api.get("/{owner}/{app}/requests/{request_id}")
+    async def result(self, owner: str, app: str, request_id: str, request: Request) -> Response:
+        found = await self._own_request(owner, app, request_id, request)
+        if isinstance(found, Response):
+            return found
+        if found.status == CANCELLED:
+            return _error(CANCELLED_STATUS, "Request cancelled")
+        if found.status != COMPLETED:
+            return _error(400, f"Request is still {'in queue' if found.status == IN_QUEUE else 'in progress'}")
+        return JSONResponse(found.result, status_code=found.status_code or 200,
+                            headers={"x-fal-request-id": found.id})
+
+    @api.put("/{owner}/{app}/requests/{request_id}/cancel")
+    async def cancel(self, owner: str, app: str, request_id: str, request: Request) -> Response:
+        found = await self._own_request(owner, app, request_id, request)
+        if isinstance(found, Response):
+            return found
+        if await asyncio.to_thread(self.queue.cancel_queued, request_id):
+            refreshed = await asyncio.to_thread(self.queue.get, request_id)
+            if refreshed is not None and refreshed.webhook_url:
+                asyncio.get_running_loop().create_task(self._deliver_webhook(refreshed))
+            return JSONResponse({"status": "CANCELLATION_REQUESTED"}, status_code=202)
+        running = self.running.get(request_id)
+        if running is not None:
+            running.cancel()
+            return JSONResponse({"status": "CANCELLATION_REQUESTED"}, status_code=202)
+        return JSONResponse({"status": "ALREADY_COMPLETED"}, status_code=400)
+
+    # the runner
+
+    async def _dispatch_forever(self) -> None:
+        while True:
+            try:
+                await self._dispatch()
+            except Exception:
+                logger.exception("queue dispatch failed; trying again")
+            try:
+                await asyncio.wait_for(self.wakeup.wait(), timeout=0.5)
+            except asyncio.TimeoutError:
+                pass
+            self.wakeup.clear()
+
+    async def _dispatch(self) -> None:
+        for owner, app in await asyncio.to_thread(self.queue.waiting_apps):
+            bundle = await asyncio.to_thread(self.registry.get, owner, app)
+            capacity = bundle.options.max_concurrency * bundle.options.max_multiplexing if bundle else 1
+            while self.per_app.get((owner, app), 0) < capacity:
+                started = await asyncio.to_thread(self.queue.start_next, owner, app)
+                if started is None:
+                    break
+                self.per_app[(owner, app)] = self.per_app.get((owner, app), 0) + 1
+                asyncio.get_running_loop().create_task(self._run(started, known=bundle is not None))
+
+    async def _run(self, request: QueuedRequest, known: bool) -> None:
+        key = (request.owner, request.app)
+        try:
+            if not known:
+                outcome = {"status_code": 404, "body": {"detail": f"No app {request.owner}/{request.app}"}, "logs": []}
+            else:
+                outcome = await self._call(request)
+            if outcome is None:  # the replica died: back in line
+                await asyncio.to_thread(self.queue.requeue, request.id)
+                return
+            await asyncio.to_thread(self.queue.finish, request.id, outcome["status_code"], outcome["body"],
+                                    outcome["logs"])
+            finished = await asyncio.to_thread(self.queue.get, request.id)
+            if finished is not None and finished.webhook_url:  # on its own: the app's slot frees now
+                asyncio.get_running_loop().create_task(self._deliver_webhook(finished))
+        finally:
+            self.per_app[key] -= 1
+            self.wakeup.set()
+
+    async def _call(self, request: QueuedRequest) -> Optional[dict[str, Any]]:
+        handle = serve.get_app_handle(serve_app_name(request.owner, request.app))
+        response = handle.call_path.remote(request.path, request.payload, request.id, request.timeout_s)
+        self.running[request.id] = response
+        try:
+            return await response
+        except RequestCancelledError:
+            return {"status_code": CANCELLED_STATUS, "body": {"detail": "Request cancelled"}, "logs": []}
+        except (RayActorError, ActorUnavailableError) as error:
+            if request.attempts < MAX_ATTEMPTS:
+                logger.warning("request %s: the replica died (%s); retrying", request.id, type(error).__name__)
+                return None
+            detail = f"The app's replica died {request.attempts} times while serving this request"
+            return {"status_code": 500, "body": {"detail": detail, "request_id": request.id}, "logs": []}
+        except Exception as error:
+            logger.exception("request %s failed in the queue", request.id)
+            return {"status_code": 500, "body": {"detail": str(error) or "Internal Server Error",
+                                                 "request_id": request.id}, "logs": []}
+        finally:
+            self.running.pop(request.id, None)
+
+    async def _deliver_webhook(self, request: QueuedRequest) -> None:
+        """POST fal's webhook body, with retries and backoff; a receiver that keeps failing
+        is given up on without holding anything else back."""
+        error = _error_text(request)
+        body = {
+            "request_id": request.id, "gateway_request_id": request.id, "status": "ERROR" if error else "OK",
+            "payload": None if error else request.result, "error": error,
+        }
+        async with httpx.AsyncClient(timeout=10) as client:
+            for delay in WEBHOOK_DELAYS_S:
+                await asyncio.sleep(delay)
+                try:
+                    answer = await client.post(request.webhook_url or "", json=body)
+                    if answer.status_code < 300:
+                        await asyncio.to_thread(self.queue.set_webhook_state, request.id, "delivered")
+                        return
+                except httpx.HTTPError:
+                    pass
+        logger.warning("request %s: webhook %s failed %d times; giving up", request.id, request.webhook_url,
+                       len(WEBHOOK_DELAYS_S))
+        await asyncio.to_thread(self.queue.set_webhook_state, request.id, "failed")
+
+    async def _housekeeping_forever(self) -> None:
+        while True:
+            try:
+                await asyncio.to_thread(self.queue.expire, self.results_ttl_s)
+            except Exception:
+                logger.exception("expiring old queue results failed")
+            await asyncio.sleep(600)
+
+
+def queue_server_target(config: dict[str, Any], version: str) -> RunTarget:
+    deployment = serve.deployment(QueueServer, name="QueueServer", num_replicas=1,
+                                  ray_actor_options={"num_cpus": 0.05}, max_ongoing_requests=1000)
+    deployment = deployment.options(version=version, _internal=True)
+    return RunTarget(target=deployment.bind(config), name=APP_NAME, route_prefix=ROUTE)

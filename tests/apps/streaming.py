@@ -1,0 +1,48 @@
+import asyncio
+import time
+from typing import AsyncIterator, Iterator
+
+import fal
+from fastapi import WebSocket, WebSocketDisconnect
+from pydantic import BaseModel
+
+
+class Prompt(BaseModel):
+    text: str
+
+
+class Chunk(BaseModel):
+    index: int
+    text: str
+
+
+class Talker(fal.App, keep_alive=60):
+    machine_type = "XS"
+
+    @fal.endpoint("/stream")
+    async def stream(self, request: Prompt) -> AsyncIterator[Chunk]:
+        for index, word in enumerate(request.text.split()):
+            await asyncio.sleep(0.05)
+            yield Chunk(index=index, text=word)
+
+    @fal.endpoint("/lines")
+    def lines(self, request: Prompt) -> Iterator[Chunk]:
+        for index, word in enumerate(request.text.split()):
+            time.sleep(0.01)
+            if word == "boom":
+                raise ValueError("cannot say boom")
+            yield Chunk(index=index, text=word.upper())
+
+    @fal.endpoint("/echo")
+    def echo(self, request: Prompt) -> Chunk:
+        return Chunk(index=0, text=request.text)
+
+    @fal.endpoint("/ws", is_websocket=True)
+    async def chat(self, websocket: WebSocket) -> None:
+        await websocket.accept()
+        try:
+            while True:
+                message = await websocket.receive_json()
+                await websocket.send_json({"echo": message["text"], "length": len(message["text"])})
+        except WebSocketDisconnect:
+            pass

@@ -1,0 +1,189 @@
+"""fal's queue API on the platform: submit, status (positions, logs), result, cancel,
+timeouts, webhooks, SSE status, retries when a replica dies, and fairness between tenants."""
+
+import json
+import os
+import signal
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from typing import Callable, Iterator
+
+import httpx
+import pytest
+
+from conftest import APPS, deployed, free_port
+
+
+def _auth(keys: dict, user: str) -> dict:
+    return {"authorization": f"Key {keys[user]}"}
+
+
+def _until(read: Callable[[], dict], done: Callable[[dict], bool], timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = read()
+        if done(value) or time.monotonic() > deadline:
+            return value
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def worker(cli, http, keys) -> str:
+    """rita's one-at-a-time app, private."""
+    deployed(cli, f"{APPS}/queued.py::Worker", "--user", "rita", "--auth", "private")
+    return "/queue/rita/worker"
+
+
+def _submit(http, keys, path: str, payload: dict, user: str = "rita", **headers: str) -> dict:
+    answer = http.post(path, json=payload, headers={**_auth(keys, user), **headers})
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def _status(http, keys, submitted: dict, user: str = "rita", logs: bool = False) -> dict:
+    return http.get(submitted["status_url"] + ("?logs=1" if logs else ""), headers=_auth(keys, user)).json()
+
+
+def test_requests_wait_their_turn_and_report_status_and_logs(http, keys, worker, base_url) -> None:
+    first = _submit(http, keys, worker, {"label": "a", "seconds": 1.5})
+    assert first["status_url"] == f"{base_url}/queue/rita/worker/requests/{first['request_id']}/status"
+    second = _submit(http, keys, worker, {"label": "b", "seconds": 0.5})
+    third = _submit(http, keys, worker, {"label": "c", "seconds": 0.5})
+
+    assert _until(lambda: _status(http, keys, first), lambda s: s["status"] == "IN_PROGRESS")["status"] == "IN_PROGRESS"
+    waiting = _status(http, keys, second)
+    assert (waiting["status"], waiting["queue_position"]) == ("IN_QUEUE", 0)
+    assert _status(http, keys, third)["queue_position"] == 1
+    # Positions count down as the line moves.
+    assert _until(lambda: _status(http, keys, third), lambda s: s.get("queue_position") == 0)["queue_position"] == 0
+
+    done = _until(lambda: _status(http, keys, third, logs=True), lambda s: s["status"] == "COMPLETED")
+    assert [line["message"] for line in done["logs"]] == ["working on c", "done with c"]
+    assert done["metrics"]["inference_time"] > 0.4
+    results = [http.get(r["response_url"], headers=_auth(keys, "rita")) for r in (first, second, third)]
+    assert [r.json()["label"] for r in results] == ["a", "b", "c"]
+    assert len({r.json()["pid"] for r in results}) == 1
+
+    refused = _submit(http, keys, worker + "/refuse", {"label": "x"})
+    status = _until(lambda: _status(http, keys, refused), lambda s: s["status"] == "COMPLETED")
+    assert status["error"] == "cannot do x"
+    answer = http.get(refused["response_url"], headers=_auth(keys, "rita"))
+    assert answer.status_code == 400 and answer.json() == {"detail": "cannot do x"}
+
+
+def test_queue_keeps_each_users_requests_to_themselves(http, keys, worker) -> None:
+    assert http.post(worker, json={"label": "x"}).status_code == 401
+    assert http.post(worker, json={"label": "x"}, headers=_auth(keys, "sam")).status_code == 403
+    mine = _submit(http, keys, worker, {"label": "mine"})
+    assert http.get(mine["status_url"], headers=_auth(keys, "sam")).status_code == 404
+    assert http.get(mine["response_url"]).status_code == 404
+    assert http.put(mine["cancel_url"], headers=_auth(keys, "sam")).status_code == 404
+    assert http.post("/queue/rita/no-such-app", json={}, headers=_auth(keys, "rita")).status_code == 404
+
+
+def test_cancel_queued_and_running_requests_and_time_out(http, keys, worker) -> None:
+    running = _submit(http, keys, worker, {"label": "long", "seconds": 30})
+    queued = _submit(http, keys, worker, {"label": "never", "seconds": 0})
+    _until(lambda: _status(http, keys, running), lambda s: s["status"] == "IN_PROGRESS")
+
+    assert http.put(queued["cancel_url"], headers=_auth(keys, "rita")).json() == {"status": "CANCELLATION_REQUESTED"}
+    assert http.get(queued["response_url"], headers=_auth(keys, "rita")).status_code == 499
+    cancelled = http.put(running["cancel_url"], headers=_auth(keys, "rita"))
+    assert cancelled.status_code == 202
+    status = _until(lambda: _status(http, keys, running), lambda s: s["status"] == "COMPLETED", timeout=15)
+    assert status["error"] == "Request cancelled"
+    assert http.get(running["response_url"], headers=_auth(keys, "rita")).status_code == 499
+    assert http.put(running["cancel_url"], headers=_auth(keys, "rita")).json() == {"status": "ALREADY_COMPLETED"}
+
+    slow = _submit(http, keys, worker, {"label": "slow", "seconds": 5}, **{"x-fal-request-timeout": "0.5"})
+    _until(lambda: _status(http, keys, slow), lambda s: s["status"] == "COMPLETED", timeout=20)
+    timed_out = http.get(slow["response_url"], headers=_auth(keys, "rita"))
+    assert timed_out.status_code == 504 and "timed out" in timed_out.json()["detail"]
+    # The same header bounds a synchronous call.
+    sync = http.post("/rita/worker/", json={"label": "s", "seconds": 5},
+                     headers={**_auth(keys, "rita"), "x-fal-request-timeout": "0.5"})
+    assert sync.status_code == 504
+
+
+def test_status_streams_as_server_sent_events(http, keys, worker) -> None:
+    submitted = _submit(http, keys, worker, {"label": "streamed", "seconds": 0.5})
+    events = []
+    with http.stream("GET", submitted["status_url"] + "/stream?logs=1", headers=_auth(keys, "rita")) as stream:
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        for line in stream.iter_lines():
+            if line.startswith("data: "):
+                events.append(json.loads(line[6:]))
+    assert events[-1]["status"] == "COMPLETED" and events[-1]["logs"][0]["message"] == "working on streamed"
+    assert "IN_PROGRESS" in [e["status"] for e in events]
+
+
+class _Receiver:
+    """A webhook receiver on 127.0.0.1 that answers `status` and records what it got."""
+
+    def __init__(self, status: int) -> None:
+        received = self.received = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                received.append(json.loads(self.rfile.read(int(self.headers["content-length"]))))
+                self.send_response(status)
+                self.end_headers()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = HTTPServer(("127.0.0.1", free_port()), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.fixture()
+def receivers() -> Iterator[Callable[[int], _Receiver]]:
+    made: list[_Receiver] = []
+    yield lambda status: made.append(_Receiver(status)) or made[-1]
+    for receiver in made:
+        receiver.server.shutdown()
+
+
+def test_webhooks_are_delivered_and_a_failing_one_is_given_up(http, keys, worker, receivers) -> None:
+    good, bad = receivers(200), receivers(500)
+    ok = _submit(http, keys, f"{worker}?fal_webhook={good.url}", {"label": "hooked"})
+    failing = _submit(http, keys, f"{worker}/refuse?fal_webhook={bad.url}", {"label": "nope"})
+    _until(lambda: {"n": len(good.received)}, lambda s: s["n"] >= 1)
+    assert good.received == [{"request_id": ok["request_id"], "gateway_request_id": ok["request_id"], "status": "OK",
+                              "payload": {"label": "hooked", "pid": good.received[0]["payload"]["pid"]},
+                              "error": None}]
+    # While the failing receiver is retried, the queue goes on.
+    later = _submit(http, keys, worker, {"label": "after"})
+    assert _until(lambda: _status(http, keys, later), lambda s: s["status"] == "COMPLETED")["status"] == "COMPLETED"
+    assert 1 <= len(bad.received) < 5
+    _until(lambda: {"n": len(bad.received)}, lambda s: s["n"] >= 5, timeout=40)
+    time.sleep(2)
+    assert len(bad.received) == 5  # five tries with backoff, then given up
+    assert bad.received[0] == {"request_id": failing["request_id"], "gateway_request_id": failing["request_id"],
+                               "status": "ERROR", "payload": None, "error": "cannot do nope"}
+
+
+def test_request_survives_its_replica_being_killed(http, keys, worker) -> None:
+    pid = http.post("/rita/worker/", json={"label": "pid"}, headers=_auth(keys, "rita")).json()["pid"]
+    submitted = _submit(http, keys, worker, {"label": "survivor", "seconds": 3})
+    _until(lambda: _status(http, keys, submitted), lambda s: s["status"] == "IN_PROGRESS")
+    time.sleep(0.5)
+    os.kill(pid, signal.SIGKILL)
+    status = _until(lambda: _status(http, keys, submitted), lambda s: s["status"] == "COMPLETED", timeout=90)
+    assert status["status"] == "COMPLETED" and "error" not in status
+    answer = http.get(submitted["response_url"], headers=_auth(keys, "rita")).json()
+    assert answer["label"] == "survivor" and answer["pid"] != pid
+
+
+def test_one_tenants_flood_does_not_starve_another(cli, http, keys, worker) -> None:
+    deployed(cli, f"{APPS}/queued.py::Worker", "--user", "sam", "--auth", "private")
+    flood = [_submit(http, keys, worker, {"label": f"flood-{i}", "seconds": 0.5}) for i in range(12)]
+    started = time.monotonic()
+    other = _submit(http, keys, "/queue/sam/worker", {"label": "sams"}, user="sam")
+    done = _until(lambda: _status(http, keys, other, user="sam"), lambda s: s["status"] == "COMPLETED")
+    assert done["status"] == "COMPLETED" and time.monotonic() - started < 5
+    assert _status(http, keys, flood[-1])["status"] == "IN_QUEUE"  # rita's flood is still waiting
+    last = _until(lambda: _status(http, keys, flood[-1]), lambda s: s["status"] == "COMPLETED", timeout=60)
+    assert last["status"] == "COMPLETED"
