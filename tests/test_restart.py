@@ -1,5 +1,6 @@
 """The registry is the source of truth: after `platform down` and `platform up` every
-registered app serves again at its current revision, with nobody redeploying it.
+registered app serves again at its current revision, with nobody redeploying it, and every
+queued request (the one that was running too) runs to completion.
 
 This test runs a second, private platform (its own state directory, Ray temp dir and
 ports) so that stopping it leaves the session's cluster alone."""
@@ -8,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import httpx
 
@@ -26,8 +28,15 @@ def test_apps_come_back_after_a_cluster_restart(tmp_path, cluster) -> None:
         base = json.loads((tmp_path / "home" / "cluster.json").read_text())["http_url"]
         platform_cmd("deploy", f"{APPS}/versioned.py::Versioned", "--auth", "public", env=fresh_user)
         platform_cmd("deploy", f"{APPS}/async_setup.py::AsyncLoader", "--auth", "public", env=fresh_user)
+        platform_cmd("deploy", f"{APPS}/queued.py::Worker", "--auth", "public", env=fresh_user)
         user = platform_cmd("apps", "list", env=fresh_user).stdout.split("/versioned")[0].split()[-1]
         assert httpx.post(f"{base}/{user}/versioned/").json()["version"] == "v1"
+        # Queued work outlives the platform: one request running, two waiting when it stops.
+        queued = [httpx.post(f"{base}/queue/{user}/worker", json={"label": f"q{i}", "seconds": 2}).json()
+                  for i in range(3)]
+        deadline = time.monotonic() + 30
+        while httpx.get(queued[0]["status_url"]).json()["status"] != "IN_PROGRESS" and time.monotonic() < deadline:
+            time.sleep(0.1)
 
         platform_cmd("down", env=fresh_user)
         assert not (tmp_path / "home" / "cluster.json").exists()
@@ -42,6 +51,11 @@ def test_apps_come_back_after_a_cluster_restart(tmp_path, cluster) -> None:
         platform_cmd("up", *ports, env=fresh_user)
         assert httpx.post(f"{base}/{user}/versioned/", timeout=30).json() == {"version": "v1", "calls": 1}
         assert httpx.post(f"{base}/{user}/async-loader/", timeout=30).json()["model"] == "loaded asynchronously"
+        for request in queued:
+            deadline = time.monotonic() + 60
+            while httpx.get(request["status_url"]).json()["status"] != "COMPLETED" and time.monotonic() < deadline:
+                time.sleep(0.2)
+        assert [httpx.get(r["response_url"]).json()["label"] for r in queued] == ["q0", "q1", "q2"]
     finally:
         platform_cmd("down", check=False, env=fresh_user)
         if env_before is None:
