@@ -123,17 +123,20 @@ class RequestQueue:
     def start_next(self, owner: str, app: str) -> Optional[QueuedRequest]:
         """Move the app's oldest queued request to IN_PROGRESS and return it."""
         with self.engine.begin() as conn:
-            row = conn.execute(select(requests_table.c.id).where(
+            row = conn.execute(select(requests_table).where(
                 requests_table.c.owner == owner, requests_table.c.app == app, requests_table.c.status == IN_QUEUE,
             ).order_by(requests_table.c.seq).limit(1)).first()
             if row is None:
                 return None
+            started_at = time.time()
             taken = conn.execute(update(requests_table).where(
                 requests_table.c.id == row.id, requests_table.c.status == IN_QUEUE,
-            ).values(status=IN_PROGRESS, attempts=requests_table.c.attempts + 1, started_at=time.time()))
+            ).values(status=IN_PROGRESS, attempts=requests_table.c.attempts + 1, started_at=started_at))
             if taken.rowcount != 1:
                 return None
-        return self.get(row.id)
+        started = QueuedRequest.from_row(row)
+        started.status, started.attempts, started.started_at = IN_PROGRESS, started.attempts + 1, started_at
+        return started
 
     def finish(self, request_id: str, status_code: int, result: Any, logs: list[dict[str, Any]]) -> None:
         with self.engine.begin() as conn:

@@ -42,6 +42,7 @@ ROUTE = "/queue"
 RESULTS_TTL_S = 7 * 24 * 3600.0
 WEBHOOK_DELAYS_S = (0, 1, 2, 4, 8)  # five tries, then the webhook is given up on
 CANCELLED_STATUS = 499
+CAPACITY_CACHE_S = 5.0
 
 api = FastAPI(title="tenantserve queue")
 
@@ -71,6 +72,7 @@ class QueueServer:
         self.results_ttl_s = config.get("results_ttl_s", RESULTS_TTL_S)
         self.running: dict[str, Any] = {}  # request id -> its DeploymentResponse
         self.per_app: dict[tuple[str, str], int] = {}
+        self.capacities: dict[tuple[str, str], tuple[float, Optional[int]]] = {}
         self.wakeup = asyncio.Event()
         recovered = await asyncio.to_thread(self.queue.recover)
         if recovered:
@@ -220,16 +222,26 @@ class QueueServer:
                 pass
             self.wakeup.clear()
 
+    async def _capacity(self, owner: str, app: str) -> Optional[int]:
+        """How many of the app's requests may run at once (None: no such app); read from
+        the registry at most every few seconds, so `apps scale` applies soon."""
+        cached = self.capacities.get((owner, app))
+        if cached and cached[0] > time.monotonic():
+            return cached[1]
+        bundle = await asyncio.to_thread(self.registry.get, owner, app)
+        capacity = bundle.options.max_concurrency * bundle.options.max_multiplexing if bundle else None
+        self.capacities[(owner, app)] = (time.monotonic() + CAPACITY_CACHE_S, capacity)
+        return capacity
+
     async def _dispatch(self) -> None:
         for owner, app in await asyncio.to_thread(self.queue.waiting_apps):
-            bundle = await asyncio.to_thread(self.registry.get, owner, app)
-            capacity = bundle.options.max_concurrency * bundle.options.max_multiplexing if bundle else 1
-            while self.per_app.get((owner, app), 0) < capacity:
+            capacity = await self._capacity(owner, app)
+            while self.per_app.get((owner, app), 0) < (capacity or 1):
                 started = await asyncio.to_thread(self.queue.start_next, owner, app)
                 if started is None:
                     break
                 self.per_app[(owner, app)] = self.per_app.get((owner, app), 0) + 1
-                asyncio.get_running_loop().create_task(self._run(started, known=bundle is not None))
+                asyncio.get_running_loop().create_task(self._run(started, known=capacity is not None))
 
     async def _run(self, request: QueuedRequest, known: bool) -> None:
         key = (request.owner, request.app)
@@ -243,9 +255,10 @@ class QueueServer:
                 return
             await asyncio.to_thread(self.queue.finish, request.id, outcome["status_code"], outcome["body"],
                                     outcome["logs"])
-            finished = await asyncio.to_thread(self.queue.get, request.id)
-            if finished is not None and finished.webhook_url:  # on its own: the app's slot frees now
-                asyncio.get_running_loop().create_task(self._deliver_webhook(finished))
+            if request.webhook_url:  # on its own: the app's slot frees now
+                finished = await asyncio.to_thread(self.queue.get, request.id)
+                if finished is not None:
+                    asyncio.get_running_loop().create_task(self._deliver_webhook(finished))
         finally:
             self.per_app[key] -= 1
             self.wakeup.set()
