@@ -274,6 +274,14 @@ def connect(address: Optional[str] = None, *, start: bool = True) -> ClusterInfo
     return ClusterInfo(address=address, http_url=os.environ.get("TENANTSERVE_URL") or serve_http_url())
 
 
+def state_api_address() -> str:
+    """The connected cluster's GCS address, for Ray's state API: left to itself, that API
+    looks for a cluster on this machine and refuses when it finds two."""
+    import ray
+
+    return ray.get_runtime_context().gcs_address
+
+
 def serve_http_url() -> str:
     """Where this cluster's Serve proxies listen, as Serve's controller reports it."""
     from ray.serve.context import _get_global_client

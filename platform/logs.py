@@ -12,6 +12,7 @@ from typing import Callable, Iterator, Optional, TypeVar
 import ray
 from ray.util.state import get_log, list_logs
 
+from .cluster import state_api_address
 from .naming import serve_app_name
 
 T = TypeVar("T")
@@ -64,7 +65,8 @@ def _replica_files(owner: str, app: str) -> Iterator[tuple[str, str]]:
         if not node["Alive"]:
             continue
         node_id = node["NodeID"]
-        found = _retrying(lambda: list_logs(node_id=node_id, glob_filter=pattern), f"list logs of node {node_id}")
+        found = _retrying(lambda: list_logs(address=state_api_address(), node_id=node_id, glob_filter=pattern),
+                          f"list logs of node {node_id}")
         for names in found.values():
             for name in names:
                 yield node_id, name
@@ -76,7 +78,8 @@ def read_logs(owner: str, app: str, since: Optional[datetime] = None, request_id
     for node_id, name in _replica_files(owner, app):
         replica = name.rsplit("_", 1)[-1].removesuffix(".log")
         text = _retrying(
-            lambda: "".join(get_log(node_id=node_id, filename=name, tail=-1, errors="replace")), f"read {name}"
+            lambda: "".join(get_log(address=state_api_address(), node_id=node_id, filename=name, tail=-1,
+                                    errors="replace")), f"read {name}"
         )
         for raw in text.splitlines():
             line = _parse(raw, replica)

@@ -20,6 +20,7 @@ from .registry import Registry, metadata
 
 IN_QUEUE, IN_PROGRESS, COMPLETED, CANCELLED = "IN_QUEUE", "IN_PROGRESS", "COMPLETED", "CANCELLED"
 MAX_ATTEMPTS = 3
+START_TIMEOUT = "request_timeout"  # fal's error_type for a request that did not start in time
 
 requests_table = Table(
     "queued_requests", metadata,
@@ -32,6 +33,7 @@ requests_table = Table(
     Column("payload", Text, nullable=False),
     Column("status", String(16), nullable=False),
     Column("attempts", Integer, nullable=False),
+    Column("max_attempts", Integer, nullable=False),
     Column("timeout_s", Float),
     Column("status_code", Integer),
     Column("result", Text),
@@ -54,6 +56,7 @@ class QueuedRequest:
     payload: Any
     status: str
     attempts: int
+    max_attempts: int
     timeout_s: Optional[float]
     status_code: Optional[int]
     result: Any
@@ -79,13 +82,15 @@ class RequestQueue:
         self.engine = registry.engine
 
     def submit(self, owner: str, app: str, path: str, payload: Any, *, caller: Optional[str],
-               timeout_s: Optional[float] = None, webhook_url: Optional[str] = None) -> QueuedRequest:
+               timeout_s: Optional[float] = None, webhook_url: Optional[str] = None,
+               retry: bool = True) -> QueuedRequest:
         request_id = str(uuid.uuid4())
         with self.engine.begin() as conn:
             conn.execute(insert(requests_table).values(
                 id=request_id, owner=owner, app=app, caller=caller, path=path, payload=json.dumps(payload),
-                status=IN_QUEUE, attempts=0, timeout_s=timeout_s, logs="[]", webhook_url=webhook_url,
-                webhook_state="pending" if webhook_url else None, submitted_at=time.time(),
+                status=IN_QUEUE, attempts=0, max_attempts=MAX_ATTEMPTS if retry else 1, timeout_s=timeout_s,
+                logs="[]", webhook_url=webhook_url, webhook_state="pending" if webhook_url else None,
+                submitted_at=time.time(),
             ))
         found = self.get(request_id)
         assert found is not None
@@ -144,6 +149,21 @@ class RequestQueue:
                 requests_table.c.id == request_id, requests_table.c.status == IN_PROGRESS,
             ).values(status=COMPLETED, status_code=status_code, result=json.dumps(result), logs=json.dumps(logs),
                      finished_at=time.time()))
+
+    def expire_unstarted(self) -> list[str]:
+        """Finish, with 504, the queued requests whose start deadline (fal's
+        X-Fal-Request-Timeout: queue wait and retries, not processing) has passed."""
+        now = time.time()
+        late = (requests_table.c.status == IN_QUEUE) & requests_table.c.timeout_s.is_not(None) \
+            & (requests_table.c.submitted_at + requests_table.c.timeout_s < now)
+        with self.engine.begin() as conn:
+            rows = conn.execute(select(requests_table.c.id, requests_table.c.timeout_s).where(late)).all()
+            for row in rows:
+                body = {"detail": f"Request timed out: it did not start within {row.timeout_s:g} seconds",
+                        "error_type": START_TIMEOUT}
+                conn.execute(update(requests_table).where(requests_table.c.id == row.id, late).values(
+                    status=COMPLETED, status_code=504, result=json.dumps(body), finished_at=now))
+        return [row.id for row in rows]
 
     def requeue(self, request_id: str) -> None:
         """Back in line, at its old place: its runner died mid-request."""

@@ -32,7 +32,7 @@ from ray.serve.exceptions import RequestCancelledError
 
 from .auth import KeyCache, key_from_header
 from .naming import serve_app_name
-from .queue import CANCELLED, COMPLETED, IN_PROGRESS, IN_QUEUE, MAX_ATTEMPTS, QueuedRequest, RequestQueue
+from .queue import CANCELLED, COMPLETED, IN_PROGRESS, IN_QUEUE, START_TIMEOUT, QueuedRequest, RequestQueue
 from .registry import Registry
 
 logger = logging.getLogger("ray.serve")
@@ -134,14 +134,15 @@ class QueueServer:
             payload = await request.json()
         except ValueError:
             return _error(422, "The request body is not JSON")
-        timeout = request.headers.get("x-fal-request-timeout")
+        timeout = request.headers.get("x-fal-request-timeout")  # fal's start deadline
         try:
             timeout_s = float(timeout) if timeout else None
         except ValueError:
             return _error(422, "X-Fal-Request-Timeout must be a number of seconds")
+        no_retry = request.headers.get("x-fal-no-retry", "").lower() in ("1", "true", "yes")
         queued = await asyncio.to_thread(
             self.queue.submit, owner, app, "/" + path, payload, caller=caller, timeout_s=timeout_s,
-            webhook_url=request.query_params.get("fal_webhook"),
+            webhook_url=request.query_params.get("fal_webhook"), retry=not no_retry,
         )
         self.wakeup.set()
         return JSONResponse({
@@ -189,8 +190,10 @@ class QueueServer:
             return _error(CANCELLED_STATUS, "Request cancelled")
         if found.status != COMPLETED:
             return _error(400, f"Request is still {'in queue' if found.status == IN_QUEUE else 'in progress'}")
-        return JSONResponse(found.result, status_code=found.status_code or 200,
-                            headers={"x-fal-request-id": found.id})
+        headers = {"x-fal-request-id": found.id}
+        if isinstance(found.result, dict) and found.result.get("error_type") == START_TIMEOUT:
+            headers["x-fal-request-timeout-type"] = "user"
+        return JSONResponse(found.result, status_code=found.status_code or 200, headers=headers)
 
     @api.put("/{owner}/{app}/requests/{request_id}/cancel")
     async def cancel(self, owner: str, app: str, request_id: str, request: Request) -> Response:
@@ -234,6 +237,10 @@ class QueueServer:
         return capacity
 
     async def _dispatch(self) -> None:
+        for request_id in await asyncio.to_thread(self.queue.expire_unstarted):
+            late = await asyncio.to_thread(self.queue.get, request_id)
+            if late is not None and late.webhook_url:
+                asyncio.get_running_loop().create_task(self._deliver_webhook(late))
         for owner, app in await asyncio.to_thread(self.queue.waiting_apps):
             capacity = await self._capacity(owner, app)
             while self.per_app.get((owner, app), 0) < (capacity or 1):
@@ -265,17 +272,18 @@ class QueueServer:
 
     async def _call(self, request: QueuedRequest) -> Optional[dict[str, Any]]:
         handle = serve.get_app_handle(serve_app_name(request.owner, request.app))
-        response = handle.call_path.remote(request.path, request.payload, request.id, request.timeout_s)
+        response = handle.call_path.remote(request.path, request.payload, request.id)
         self.running[request.id] = response
         try:
             return await response
         except RequestCancelledError:
             return {"status_code": CANCELLED_STATUS, "body": {"detail": "Request cancelled"}, "logs": []}
         except (RayActorError, ActorUnavailableError) as error:
-            if request.attempts < MAX_ATTEMPTS:
+            if request.attempts < request.max_attempts:
                 logger.warning("request %s: the replica died (%s); retrying", request.id, type(error).__name__)
                 return None
-            detail = f"The app's replica died {request.attempts} times while serving this request"
+            tries = "once" if request.attempts == 1 else f"in each of {request.attempts} attempts"
+            detail = f"The app's replica died while serving this request ({tries})"
             return {"status_code": 500, "body": {"detail": detail, "request_id": request.id}, "logs": []}
         except Exception as error:
             logger.exception("request %s failed in the queue", request.id)

@@ -9,6 +9,7 @@ from typing import Optional
 import ray
 from ray.util.state import list_actors, list_workers
 
+from .cluster import state_api_address
 from .naming import serve_app_name
 
 _PREFIX = "SERVE_REPLICA::"
@@ -30,7 +31,7 @@ class Runner:
 
 def _replica_actors(owner: str, app: Optional[str] = None) -> list:  # list[ActorState]
     prefix = f"{_PREFIX}{serve_app_name(owner, app)}#" if app else f"{_PREFIX}{owner}."
-    actors = list_actors(filters=[("state", "!=", "DEAD")], detail=True, limit=10_000, raise_on_missing_output=False)
+    actors = list_actors(address=state_api_address(), filters=[("state", "!=", "DEAD")], detail=True, limit=10_000, raise_on_missing_output=False)
     return [a for a in actors if a.name and a.name.startswith(prefix) and a.ray_namespace == "serve"]
 
 
@@ -38,7 +39,7 @@ def list_runners(owner: str, app: str) -> list[Runner]:
     actors = _replica_actors(owner, app)
     started = {}
     if actors:
-        workers = list_workers(filters=[("worker_type", "=", "WORKER")], detail=True, limit=10_000,
+        workers = list_workers(address=state_api_address(), filters=[("worker_type", "=", "WORKER")], detail=True, limit=10_000,
                                raise_on_missing_output=False)
         started = {(w.node_id, w.pid): w.start_time_ms for w in workers if w.start_time_ms}
     now_ms = time.time() * 1000

@@ -96,14 +96,18 @@ def test_cancel_queued_and_running_requests_and_time_out(http, keys, worker) -> 
     assert http.get(running["response_url"], headers=_auth(keys, "rita")).status_code == 499
     assert http.put(running["cancel_url"], headers=_auth(keys, "rita")).json() == {"status": "ALREADY_COMPLETED"}
 
-    slow = _submit(http, keys, worker, {"label": "slow", "seconds": 5}, **{"x-fal-request-timeout": "0.5"})
-    _until(lambda: _status(http, keys, slow), lambda s: s["status"] == "COMPLETED", timeout=20)
-    timed_out = http.get(slow["response_url"], headers=_auth(keys, "rita"))
-    assert timed_out.status_code == 504 and "timed out" in timed_out.json()["detail"]
-    # The same header bounds a synchronous call.
-    sync = http.post("/rita/worker/", json={"label": "s", "seconds": 5},
-                     headers={**_auth(keys, "rita"), "x-fal-request-timeout": "0.5"})
-    assert sync.status_code == 504
+    # fal's X-Fal-Request-Timeout is a start deadline: a request still waiting when it
+    # passes ends with 504; one that started runs to its end.
+    busy = _submit(http, keys, worker, {"label": "busy", "seconds": 3})
+    started_in_time = _submit(http, keys, worker, {"label": "quick"}, **{"x-fal-request-timeout": "60"})
+    too_late = _submit(http, keys, worker, {"label": "late"}, **{"x-fal-request-timeout": "0.5"})
+    status = _until(lambda: _status(http, keys, too_late), lambda s: s["status"] == "COMPLETED", timeout=20)
+    assert "did not start within 0.5 seconds" in status["error"]
+    assert _status(http, keys, busy)["status"] == "IN_PROGRESS"
+    timed_out = http.get(too_late["response_url"], headers=_auth(keys, "rita"))
+    assert timed_out.status_code == 504 and timed_out.headers["x-fal-request-timeout-type"] == "user"
+    _until(lambda: _status(http, keys, started_in_time), lambda s: s["status"] == "COMPLETED", timeout=20)
+    assert http.get(started_in_time["response_url"], headers=_auth(keys, "rita")).json()["label"] == "quick"
 
 
 def test_status_streams_as_server_sent_events(http, keys, worker) -> None:
@@ -176,6 +180,16 @@ def test_request_survives_its_replica_being_killed(http, keys, worker) -> None:
     answer = http.get(submitted["response_url"], headers=_auth(keys, "rita")).json()
     assert answer["label"] == "survivor" and answer["pid"] != pid
 
+    # A caller may ask for no retry (fal's x-fal-no-retry): the death is then its answer.
+    pid = answer["pid"]
+    once = _submit(http, keys, worker, {"label": "once", "seconds": 3}, **{"x-fal-no-retry": "1"})
+    _until(lambda: _status(http, keys, once), lambda s: s["status"] == "IN_PROGRESS")
+    time.sleep(0.5)
+    os.kill(pid, signal.SIGKILL)
+    failed = _until(lambda: _status(http, keys, once), lambda s: s["status"] == "COMPLETED", timeout=60)
+    assert "replica died" in failed["error"]
+    assert http.get(once["response_url"], headers=_auth(keys, "rita")).status_code == 500
+
 
 def test_one_tenants_flood_does_not_starve_another(cli, http, keys, worker) -> None:
     deployed(cli, f"{APPS}/queued.py::Worker", "--user", "sam", "--auth", "private")
@@ -187,3 +201,18 @@ def test_one_tenants_flood_does_not_starve_another(cli, http, keys, worker) -> N
     assert _status(http, keys, flood[-1])["status"] == "IN_QUEUE"  # rita's flood is still waiting
     last = _until(lambda: _status(http, keys, flood[-1]), lambda s: s["status"] == "COMPLETED", timeout=60)
     assert last["status"] == "COMPLETED"
+
+
+def test_finished_requests_expire_from_the_registry(tmp_path) -> None:
+    from tenantserve.platform.queue import RequestQueue
+    from tenantserve.platform.registry import Registry
+
+    queue = RequestQueue(Registry(f"sqlite:///{tmp_path}/registry.db"))
+    done = queue.submit("rita", "worker", "/", {"label": "old"}, caller="rita")
+    waiting = queue.submit("rita", "worker", "/", {"label": "waiting"}, caller="rita")
+    assert queue.start_next("rita", "worker").id == done.id
+    queue.finish(done.id, 200, {"label": "old"}, [])
+    assert queue.expire(older_than_s=3600) == 0  # still fresh
+    time.sleep(0.05)
+    assert queue.expire(older_than_s=0.01) == 1
+    assert queue.get(done.id) is None and queue.get(waiting.id).status == "IN_QUEUE"  # only finished ones go

@@ -12,7 +12,7 @@ import os
 import sys
 import time
 import traceback
-from typing import Any, Optional
+from typing import Any
 
 import ray.cloudpickle
 from ray import serve
@@ -26,7 +26,7 @@ from tenantserve.platform.secrets import replica_environment
 from .bundle import AppBundle
 from .loader import load_class
 from .capture import install as capture_prints, request_logs
-from .routes import answer, build_asgi_app, effective_timeout, find_endpoints, handle_kwargs, invoke
+from .routes import answer, build_asgi_app, find_endpoints, handle_kwargs, invoke
 from .sdk import toolkit
 
 logger = logging.getLogger("ray.serve")
@@ -107,15 +107,14 @@ class FalAppReplica:
         kwargs = handle_kwargs(endpoint, payload)
         return await invoke(getattr(self._app, name), kwargs, self._bundle.options.request_timeout)
 
-    async def call_path(self, path: str, payload: Any, request_id: str,
-                        timeout_s: Optional[float] = None) -> dict[str, Any]:
+    async def call_path(self, path: str, payload: Any, request_id: str) -> dict[str, Any]:
         """A request from the queue: the endpoint at `path` answers `payload` as its HTTP
         route would, with what the endpoint printed meanwhile."""
         endpoint = next((e for e in self._endpoints.values() if e.spec.path.rstrip("/") == path.rstrip("/")
                          and not e.spec.is_websocket), None)
         if endpoint is None:
             return {"status_code": 404, "body": {"detail": f"Path {path} not found"}, "logs": []}
-        timeout = effective_timeout(self._bundle.options.request_timeout, timeout_s)
+        timeout = self._bundle.options.request_timeout
         with request_logs() as logs:
             status_code, body = await answer(getattr(self._app, endpoint.name), endpoint, payload, request_id, timeout)
         return {"status_code": status_code, "body": body, "logs": logs}

@@ -104,17 +104,6 @@ def error_response(error: BaseException, request_id: str, timeout: Optional[floa
     return JSONResponse({"detail": "Internal Server Error", "request_id": request_id}, status_code=500)
 
 
-def effective_timeout(app_timeout: Optional[float], requested: Optional[str | float]) -> Optional[float]:
-    """The app's `request_timeout`, or the caller's `X-Fal-Request-Timeout` if shorter."""
-    try:
-        asked = float(requested) if requested not in (None, "") else None
-    except ValueError:
-        asked = None
-    if asked is None or asked <= 0:
-        return app_timeout
-    return min(asked, app_timeout) if app_timeout is not None else asked
-
-
 async def answer(method: Callable[..., Any], endpoint: Endpoint, payload: Any, request_id: str,
                  timeout: Optional[float]) -> tuple[int, Any]:
     """An endpoint's answer to a JSON payload as (status code, JSON body), the same as its
@@ -153,13 +142,12 @@ def _route_handler(method: Callable[..., Any], endpoint: Endpoint, timeout: Opti
     async def handler(**kwargs: Any) -> Any:
         http_request: Request = kwargs.pop(_HTTP_REQUEST_PARAM)
         request_id = http_request.headers.get("x-request-id") or uuid.uuid4().hex
-        limit = effective_timeout(timeout, http_request.headers.get("x-fal-request-timeout"))
         if is_streaming(method):
             return StreamingResponse(_server_sent_events(method(**kwargs), request_id), media_type="text/event-stream")
         try:
-            return await invoke(method, kwargs, limit)
+            return await invoke(method, kwargs, timeout)
         except Exception as error:
-            return error_response(error, request_id, limit)
+            return error_response(error, request_id, timeout)
 
     request_param = inspect.Parameter(_HTTP_REQUEST_PARAM, inspect.Parameter.KEYWORD_ONLY, annotation=Request)
     handler.__signature__ = endpoint.signature.replace(  # type: ignore[attr-defined]

@@ -22,6 +22,7 @@ def upgrade() -> None:
         sa.Column("payload", sa.Text, nullable=False),
         sa.Column("status", sa.String(16), nullable=False),
         sa.Column("attempts", sa.Integer, nullable=False),
+        sa.Column("max_attempts", sa.Integer, nullable=False),
         sa.Column("timeout_s", sa.Float),
         sa.Column("status_code", sa.Integer),
         sa.Column("result", sa.Text),
