@@ -7,6 +7,7 @@ route signatures, and string annotations (`request: "Request"`) become query par
 
 import asyncio
 import json
+import logging
 from typing import Any, Optional
 
 from fastapi import FastAPI, Request
@@ -17,6 +18,8 @@ from ray.serve import RunTarget
 from .auth import KeyCache, key_from_header
 from .files import FILES_ROUTE, FileStore
 from .registry import Registry
+
+logger = logging.getLogger("ray.serve")
 
 APP_NAME = "files"
 MAX_UPLOAD_BYTES = 512 * 1024 * 1024
@@ -50,7 +53,10 @@ class FileServer:
 
     async def _sweep_forever(self) -> None:
         while True:
-            await asyncio.to_thread(self.store.sweep)
+            try:
+                await asyncio.to_thread(self.store.sweep)
+            except Exception:  # a store hiccup must not end the sweeping
+                logger.exception("sweeping expired files failed")
             await asyncio.sleep(SWEEP_EVERY_S)
 
     async def _caller(self, request: Request) -> Optional[str]:
@@ -64,6 +70,8 @@ class FileServer:
         user = await self._caller(request)
         if user is None:
             return _error(401, "Uploading needs an API key: send 'Authorization: Key <key_id>:<key_secret>'")
+        if int(request.headers.get("content-length") or 0) > MAX_UPLOAD_BYTES:
+            return _error(413, f"Files are limited to {MAX_UPLOAD_BYTES >> 20} MiB")
         data = await request.body()
         if len(data) > MAX_UPLOAD_BYTES:
             return _error(413, f"Files are limited to {MAX_UPLOAD_BYTES >> 20} MiB")
@@ -85,7 +93,7 @@ class FileServer:
             user = await self._caller(request)
             if user is None:
                 return _error(401, "This file needs an API key: send 'Authorization: Key <key_id>:<key_secret>'")
-            if stored.auth == "private" and user != stored.owner and not self.registry.user(user):
+            if stored.auth == "private" and user != stored.owner and not await asyncio.to_thread(self.registry.user, user):
                 return _error(403, f"This file is private to {stored.owner}")
         data = await asyncio.to_thread(self.store.read, stored)
         cache = "public, max-age=3600" if stored.auth == "public" else "private, no-store"

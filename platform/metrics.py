@@ -75,7 +75,8 @@ class AppMetrics:
     def replica_stopped(self) -> None:
         self.replicas.set(0)
 
-    def _answered(self, code: int, seconds: float) -> None:
+    def answered(self, code: int, seconds: float) -> None:
+        """Count one answered request (HTTP ones are counted by `wrap`)."""
         tags = {"code": str(code)}
         self.requests.inc(tags=tags)
         if code >= 400:
@@ -106,6 +107,6 @@ class AppMetrics:
             finally:
                 self._active -= 1
                 self.in_flight.set(self._active)
-                self._answered(status["code"], time.perf_counter() - started)
+                self.answered(status["code"], time.perf_counter() - started)
 
         return measured

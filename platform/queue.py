@@ -158,12 +158,14 @@ class RequestQueue:
             & (requests_table.c.submitted_at + requests_table.c.timeout_s < now)
         with self.engine.begin() as conn:
             rows = conn.execute(select(requests_table.c.id, requests_table.c.timeout_s).where(late)).all()
+            expired = []
             for row in rows:
                 body = {"detail": f"Request timed out: it did not start within {row.timeout_s:g} seconds",
                         "error_type": START_TIMEOUT}
-                conn.execute(update(requests_table).where(requests_table.c.id == row.id, late).values(
-                    status=COMPLETED, status_code=504, result=json.dumps(body), finished_at=now))
-        return [row.id for row in rows]
+                if conn.execute(update(requests_table).where(requests_table.c.id == row.id, late).values(
+                        status=COMPLETED, status_code=504, result=json.dumps(body), finished_at=now)).rowcount:
+                    expired.append(row.id)
+        return expired
 
     def requeue(self, request_id: str) -> None:
         """Back in line, at its old place: its runner died mid-request."""

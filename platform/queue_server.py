@@ -43,12 +43,26 @@ RESULTS_TTL_S = 7 * 24 * 3600.0
 WEBHOOK_DELAYS_S = (0, 1, 2, 4, 8)  # five tries, then the webhook is given up on
 CANCELLED_STATUS = 499
 CAPACITY_CACHE_S = 5.0
+MAX_PATH = 500  # the registry's column holds 512
+APP_CHECK_S = 2.0
 
 api = FastAPI(title="tenantserve queue")
 
 
 def _error(status: int, detail: str) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=status)
+
+
+def _is_http_url(url: str) -> bool:
+    try:
+        parsed = httpx.URL(url)
+    except Exception:
+        return False
+    return parsed.scheme in ("http", "https") and bool(parsed.host)
+
+
+def _wants_logs(request: Request) -> bool:
+    return request.query_params.get("logs", "0").lower() not in ("0", "false", "")
 
 
 def _error_text(request: QueuedRequest) -> Optional[str]:
@@ -71,6 +85,9 @@ class QueueServer:
         self.public_url = config["public_url"].rstrip("/") + ROUTE
         self.results_ttl_s = config.get("results_ttl_s", RESULTS_TTL_S)
         self.running: dict[str, Any] = {}  # request id -> its DeploymentResponse
+        self.cancel_requested: set[str] = set()  # started, not yet sent to the app
+        self.handles: dict[str, Any] = {}
+        self.stopping = False
         self.per_app: dict[tuple[str, str], int] = {}
         self.capacities: dict[tuple[str, str], tuple[float, Optional[int]]] = {}
         self.wakeup = asyncio.Event()
@@ -139,10 +156,15 @@ class QueueServer:
             timeout_s = float(timeout) if timeout else None
         except ValueError:
             return _error(422, "X-Fal-Request-Timeout must be a number of seconds")
+        webhook = request.query_params.get("fal_webhook")
+        if webhook is not None and not _is_http_url(webhook):
+            return _error(422, "fal_webhook must be an http(s) URL")
+        if len(path) > MAX_PATH:
+            return _error(404, "Path not found")
         no_retry = request.headers.get("x-fal-no-retry", "").lower() in ("1", "true", "yes")
         queued = await asyncio.to_thread(
             self.queue.submit, owner, app, "/" + path, payload, caller=caller, timeout_s=timeout_s,
-            webhook_url=request.query_params.get("fal_webhook"), retry=not no_retry,
+            webhook_url=webhook, retry=not no_retry,
         )
         self.wakeup.set()
         return JSONResponse({
@@ -155,8 +177,7 @@ class QueueServer:
         found = await self._own_request(owner, app, request_id, request)
         if isinstance(found, Response):
             return found
-        with_logs = request.query_params.get("logs", "0").lower() not in ("0", "false", "")
-        status = await self._status(found, with_logs)
+        status = await self._status(found, _wants_logs(request))
         return JSONResponse(status, status_code=200 if found.status in (COMPLETED, CANCELLED) else 202)
 
     @api.get("/{owner}/{app}/requests/{request_id}/status/stream")
@@ -164,7 +185,7 @@ class QueueServer:
         found = await self._own_request(owner, app, request_id, request)
         if isinstance(found, Response):
             return found
-        with_logs = request.query_params.get("logs", "0").lower() not in ("0", "false", "")
+        with_logs = _wants_logs(request)
 
         async def events() -> Any:
             last = None
@@ -209,12 +230,20 @@ class QueueServer:
         if running is not None:
             running.cancel()
             return JSONResponse({"status": "CANCELLATION_REQUESTED"}, status_code=202)
+        if found.status == IN_PROGRESS:  # started, not yet handed to the app
+            self.cancel_requested.add(request_id)
+            return JSONResponse({"status": "CANCELLATION_REQUESTED"}, status_code=202)
         return JSONResponse({"status": "ALREADY_COMPLETED"}, status_code=400)
 
     # the runner
 
+    def __del__(self) -> None:
+        """Serve is stopping this runner (an update or a shutdown): start nothing more, so
+        that a new runner alone takes the queue from here."""
+        self.stopping = True
+
     async def _dispatch_forever(self) -> None:
-        while True:
+        while not self.stopping:
             try:
                 await self._dispatch()
             except Exception:
@@ -237,6 +266,8 @@ class QueueServer:
         return capacity
 
     async def _dispatch(self) -> None:
+        if self.stopping:
+            return
         for request_id in await asyncio.to_thread(self.queue.expire_unstarted):
             late = await asyncio.to_thread(self.queue.get, request_id)
             if late is not None and late.webhook_url:
@@ -255,6 +286,8 @@ class QueueServer:
         try:
             if not known:
                 outcome = {"status_code": 404, "body": {"detail": f"No app {request.owner}/{request.app}"}, "logs": []}
+            elif request.id in self.cancel_requested:
+                outcome = {"status_code": CANCELLED_STATUS, "body": {"detail": "Request cancelled"}, "logs": []}
             else:
                 outcome = await self._call(request)
             if outcome is None:  # the replica died: back in line
@@ -266,16 +299,29 @@ class QueueServer:
                 finished = await asyncio.to_thread(self.queue.get, request.id)
                 if finished is not None:
                     asyncio.get_running_loop().create_task(self._deliver_webhook(finished))
+        except Exception:  # the registry failed us: the row stays IN_PROGRESS until the next restart
+            logger.exception("request %s: could not record its outcome", request.id)
         finally:
+            self.cancel_requested.discard(request.id)
             self.per_app[key] -= 1
             self.wakeup.set()
 
+    async def _handle(self, owner: str, app: str) -> Any:
+        name = serve_app_name(owner, app)
+        if name not in self.handles:  # a look-up asks Serve's controller: off the event loop
+            self.handles[name] = await asyncio.to_thread(serve.get_app_handle, name)
+        return self.handles[name]
+
     async def _call(self, request: QueuedRequest) -> Optional[dict[str, Any]]:
-        handle = serve.get_app_handle(serve_app_name(request.owner, request.app))
+        try:
+            handle = await self._handle(request.owner, request.app)
+        except Exception as error:  # deleted since it was queued, or not running
+            return {"status_code": 503, "body": {"detail": f"{request.owner}/{request.app} is not serving: {error}",
+                                                 "request_id": request.id}, "logs": []}
         response = handle.call_path.remote(request.path, request.payload, request.id)
         self.running[request.id] = response
         try:
-            return await response
+            return await self._answer_unless_deleted(request, response)
         except RequestCancelledError:
             return {"status_code": CANCELLED_STATUS, "body": {"detail": "Request cancelled"}, "logs": []}
         except (RayActorError, ActorUnavailableError) as error:
@@ -291,6 +337,25 @@ class QueueServer:
                                                  "request_id": request.id}, "logs": []}
         finally:
             self.running.pop(request.id, None)
+
+    async def _answer_unless_deleted(self, request: QueuedRequest, response: Any) -> dict[str, Any]:
+        """The app's answer; a handle to an app deleted meanwhile would wait for a replica
+        forever, so the registry is asked every few seconds whether the app still exists."""
+
+        async def answer() -> Any:
+            return await response
+
+        pending = asyncio.ensure_future(answer())
+        while True:
+            done, _ = await asyncio.wait({pending}, timeout=APP_CHECK_S)
+            if done:
+                return pending.result()
+            if await asyncio.to_thread(self.registry.get, request.owner, request.app) is None:
+                response.cancel()
+                pending.cancel()
+                self.handles.pop(serve_app_name(request.owner, request.app), None)
+                detail = f"{request.owner}/{request.app} was deleted before it answered"
+                return {"status_code": 404, "body": {"detail": detail, "request_id": request.id}, "logs": []}
 
     async def _deliver_webhook(self, request: QueuedRequest) -> None:
         """POST fal's webhook body, with retries and backoff; a receiver that keeps failing
@@ -308,7 +373,7 @@ class QueueServer:
                     if answer.status_code < 300:
                         await asyncio.to_thread(self.queue.set_webhook_state, request.id, "delivered")
                         return
-                except httpx.HTTPError:
+                except Exception:  # refused, unreachable, malformed: all count as a failed try
                     pass
         logger.warning("request %s: webhook %s failed %d times; giving up", request.id, request.webhook_url,
                        len(WEBHOOK_DELAYS_S))

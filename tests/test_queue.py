@@ -203,6 +203,24 @@ def test_one_tenants_flood_does_not_starve_another(cli, http, keys, worker) -> N
     assert last["status"] == "COMPLETED"
 
 
+def test_bad_submissions_and_a_deleted_app_end_cleanly(cli, http, keys, worker) -> None:
+    bad_hook = http.post(f"{worker}?fal_webhook=file:///etc/passwd", json={"label": "x"}, headers=_auth(keys, "rita"))
+    assert bad_hook.status_code == 422
+    deployed(cli, f"{APPS}/streaming.py::Talker", "--user", "rita", "--app-name", "talker", "--auth", "private")
+    streamed = _submit(http, keys, "/queue/rita/talker/stream", {"text": "a b"})
+    status = _until(lambda: _status(http, keys, streamed), lambda s: s["status"] == "COMPLETED")
+    assert "streams its answer" in status["error"]
+
+    deployed(cli, f"{APPS}/queued.py::Worker", "--user", "rita", "--app-name", "doomed", "--auth", "private")
+    busy = _submit(http, keys, "/queue/rita/doomed", {"label": "busy", "seconds": 2})
+    stranded = _submit(http, keys, "/queue/rita/doomed", {"label": "stranded"})
+    _until(lambda: _status(http, keys, busy), lambda s: s["status"] == "IN_PROGRESS")
+    assert cli("apps", "delete", "doomed", "--user", "rita").exit_code == 0
+    ended = _until(lambda: _status(http, keys, stranded), lambda s: s["status"] == "COMPLETED", timeout=60)
+    assert ended["status"] == "COMPLETED" and ended["error"]
+    assert _until(lambda: _status(http, keys, busy), lambda s: s["status"] == "COMPLETED")["status"] == "COMPLETED"
+
+
 def test_finished_requests_expire_from_the_registry(tmp_path) -> None:
     from tenantserve.platform.queue import RequestQueue
     from tenantserve.platform.registry import Registry

@@ -26,7 +26,7 @@ from tenantserve.platform.secrets import replica_environment
 from .bundle import AppBundle
 from .loader import load_class
 from .capture import install as capture_prints, request_logs
-from .routes import answer, build_asgi_app, find_endpoints, handle_kwargs, invoke
+from .routes import answer, build_asgi_app, find_endpoints, handle_kwargs, invoke, is_streaming
 from .sdk import toolkit
 
 logger = logging.getLogger("ray.serve")
@@ -114,9 +114,14 @@ class FalAppReplica:
                          and not e.spec.is_websocket), None)
         if endpoint is None:
             return {"status_code": 404, "body": {"detail": f"Path {path} not found"}, "logs": []}
-        timeout = self._bundle.options.request_timeout
+        method = getattr(self._app, endpoint.name)
+        if is_streaming(method):
+            detail = f"{path} streams its answer: call it directly, not through the queue"
+            return {"status_code": 422, "body": {"detail": detail}, "logs": []}
+        started = time.perf_counter()
         with request_logs() as logs:
-            status_code, body = await answer(getattr(self._app, endpoint.name), endpoint, payload, request_id, timeout)
+            status_code, body = await answer(method, endpoint, payload, request_id, self._bundle.options.request_timeout)
+        self._metrics.answered(status_code, time.perf_counter() - started)
         return {"status_code": status_code, "body": body, "logs": logs}
 
     async def __del__(self) -> None:

@@ -115,11 +115,10 @@ async def answer(method: Callable[..., Any], endpoint: Endpoint, payload: Any, r
     except TypeError as error:
         return 422, {"detail": str(error)}
     try:
-        result = await invoke(method, kwargs, timeout)
+        return 200, jsonable_encoder(await invoke(method, kwargs, timeout))
     except Exception as error:
         response = error_response(error, request_id, timeout)
         return response.status_code, json.loads(response.body)
-    return 200, jsonable_encoder(result)
 
 
 def is_streaming(method: Callable[..., Any]) -> bool:
