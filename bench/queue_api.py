@@ -2,7 +2,10 @@
 submit + poll + result adds to a trivial endpoint, and how many queued requests per
 second go from submitted to completed.
 
-    python bench/queue.py [--calls 30] [--burst 200]
+    python bench/queue_api.py [--calls 30] [--burst 200]
+
+(Not `bench/queue.py`: a file of that name beside the other benchmarks would stand in for
+the standard library's `queue` module in every one of them.)
 
 The echo app takes 16 requests at a time (max_multiplexing=16), so the queue may run 16
 of the burst at once; polling is every 10 ms, as a tight client would.
@@ -10,21 +13,16 @@ of the burst at once; polling is every 10 ms, as a tight client would.
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import os
+import statistics
 import sys
+import time
 
-# This file shares its name with the standard library's `queue`: keep its folder behind the
-# standard library on the path, so that `import queue` (httpx, urllib3) finds the real one.
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != HERE] + [HERE]
+import httpx
 
-import argparse  # noqa: E402
-import asyncio  # noqa: E402
-import statistics  # noqa: E402
-import time  # noqa: E402
-
-import httpx  # noqa: E402
-
+sys.path.insert(0, os.path.dirname(__file__))
 from common import BENCH, local_platform, platform, table, wait_ok  # noqa: E402
 
 
