@@ -107,8 +107,7 @@ def _platform_config(registry_url: str) -> dict[str, Any]:
     }
 
 
-def _target(bundle: AppBundle, registry_url: str, nodes: Optional[list[Mapping[str, float]]] = None) -> RunTarget:
-    config = _platform_config(registry_url)
+def _target(bundle: AppBundle, config: dict[str, Any], nodes: Optional[list[Mapping[str, float]]] = None) -> RunTarget:
     return RunTarget(
         target=to_application(bundle, nodes if nodes is not None else node_shapes(), config),
         name=serve_app_name(bundle.owner, bundle.app_name),
@@ -116,18 +115,17 @@ def _target(bundle: AppBundle, registry_url: str, nodes: Optional[list[Mapping[s
     )
 
 
-def _services(registry_url: str) -> list[RunTarget]:
+def _services(config: dict[str, Any]) -> list[RunTarget]:
     """The platform's own Serve apps, `/files` and `/queue`, pinned to a version of their
     config and code: applying them again changes nothing until one of those changes."""
-    config = _platform_config(registry_url)
     code = b"".join((Path(__file__).parent / name).read_bytes() for name in SERVICE_MODULES)
     version = hashlib.sha256(json.dumps(config, sort_keys=True).encode() + code).hexdigest()[:16]
     return [file_server_target(config, version), queue_server_target(config, version)]
 
 
-def _apply(registry_url: str, *targets: RunTarget) -> None:
+def _apply(config: dict[str, Any], *targets: RunTarget) -> None:
     """Apply apps, and with them the platform's own services."""
-    serve.run_many([*_services(registry_url), *targets], wait_for_ingress_deployment_creation=False,
+    serve.run_many([*_services(config), *targets], wait_for_ingress_deployment_creation=False,
                    wait_for_applications_running=False)
 
 
@@ -191,7 +189,8 @@ def deploy(
             check_quota(registry, bundle)
         if bundle.options.requirements:
             progress(f"environment: {len(bundle.options.requirements)} requirement(s), built once per list")
-        _apply(registry_url, _target(bundle, registry_url))
+        config = _platform_config(registry_url)
+        _apply(config, _target(bundle, config))
     except (UnplaceableError, QuotaError) as error:
         raise DeployError(str(error)) from None
     try:
@@ -212,7 +211,8 @@ def _restore(name: str, previous: Optional[AppBundle], registry_url: str, progre
         serve.delete(name)
         return
     progress(f"keeping revision {previous.revision} serving")
-    _apply(registry_url, _target(previous, registry_url))
+    config = _platform_config(registry_url)
+    _apply(config, _target(previous, config))
     _wait_running(name, previous.options.startup_timeout, progress)
 
 
@@ -220,16 +220,16 @@ def restore_all(registry: Registry, progress: Progress = lambda line: None) -> l
     """Deploy every registered app at its current revision, as after a cluster restart.
     Returns one line per app that did not come back."""
     failures, targets, bundles = [], [], []
-    nodes = node_shapes()
+    nodes, config = node_shapes(), _platform_config(registry.url)
     for bundle in registry.list():
         try:
-            targets.append(_target(bundle, registry.url, nodes))
+            targets.append(_target(bundle, config, nodes))
             bundles.append(bundle)
         except UnplaceableError as error:
             failures.append(f"{bundle.owner}/{bundle.app_name}: {error}")
     if targets:
         progress(f"deploying {len(targets)} registered app(s) again")
-        _apply(registry.url, *targets)
+        _apply(config, *targets)
     for bundle in bundles:
         try:
             _wait_running(serve_app_name(bundle.owner, bundle.app_name), bundle.options.startup_timeout, lambda _: None)

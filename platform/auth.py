@@ -41,6 +41,11 @@ class KeyCache:
         self._registry = registry
         self._entries: dict[str, tuple[float, Optional[str]]] = {}
 
+    async def caller(self, authorization: Optional[str]) -> Optional[str]:
+        """The user behind an `Authorization` header's key; None without a valid one."""
+        key = key_from_header(authorization)
+        return await self.user(key) if key else None
+
     async def user(self, key: str) -> Optional[str]:
         now = time.monotonic()
         cached = self._entries.get(key)
@@ -64,8 +69,7 @@ class AuthMiddleware:
         if self._keys is None or scope["type"] not in ("http", "websocket") or _relative(scope) == "/health":
             return await self.app(scope, receive, send)
         headers = dict(scope.get("headers") or [])
-        key = key_from_header(headers.get(b"authorization", b"").decode("latin-1"))
-        user = await self._keys.user(key) if key else None
+        user = await self._keys.caller(headers.get(b"authorization", b"").decode("latin-1"))
         if user is None:
             return await _refuse(scope, receive, send, 401, "Missing or invalid API key: send 'Authorization: Key <key_id>:<key_secret>'")
         if self.mode == "private" and user != self.owner:

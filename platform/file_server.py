@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse, Response
 from ray import serve
 from ray.serve import RunTarget
 
-from .auth import KeyCache, key_from_header
+from .auth import KeyCache
 from .files import FILES_ROUTE, FileStore
 from .registry import Registry
 
@@ -59,15 +59,11 @@ class FileServer:
                 logger.exception("sweeping expired files failed")
             await asyncio.sleep(SWEEP_EVERY_S)
 
-    async def _caller(self, request: Request) -> Optional[str]:
-        key = key_from_header(request.headers.get("authorization"))
-        return await self.keys.user(key) if key else None
-
     @api.post("/upload")
     async def upload(self, request: Request) -> Response:
         """The request body becomes a file, private to the uploader over HTTP; its URL is
         what an app's `File`/`Image` input takes."""
-        user = await self._caller(request)
+        user = await self.keys.caller(request.headers.get("authorization"))
         if user is None:
             return _error(401, "Uploading needs an API key: send 'Authorization: Key <key_id>:<key_secret>'")
         if int(request.headers.get("content-length") or 0) > MAX_UPLOAD_BYTES:
@@ -90,7 +86,7 @@ class FileServer:
         if stored is None:
             return _error(404, "File not found (unknown or expired)")
         if stored.auth != "public":
-            user = await self._caller(request)
+            user = await self.keys.caller(request.headers.get("authorization"))
             if user is None:
                 return _error(401, "This file needs an API key: send 'Authorization: Key <key_id>:<key_secret>'")
             if stored.auth == "private" and user != stored.owner and not await asyncio.to_thread(self.registry.user, user):

@@ -30,7 +30,7 @@ from ray.exceptions import ActorUnavailableError, RayActorError
 from ray.serve import RunTarget
 from ray.serve.exceptions import RequestCancelledError
 
-from .auth import KeyCache, key_from_header
+from .auth import KeyCache
 from .naming import serve_app_name
 from .queue import CANCELLED, COMPLETED, IN_PROGRESS, IN_QUEUE, START_TIMEOUT, QueuedRequest, RequestQueue
 from .registry import Registry
@@ -101,10 +101,6 @@ class QueueServer:
 
     # the HTTP API
 
-    async def _caller(self, request: Request) -> Optional[str]:
-        key = key_from_header(request.headers.get("authorization"))
-        return await self.keys.user(key) if key else None
-
     def _urls(self, owner: str, app: str, request_id: str) -> dict[str, str]:
         base = f"{self.public_url}/{owner}/{app}/requests/{request_id}"
         return {"status_url": f"{base}/status", "response_url": base, "cancel_url": f"{base}/cancel"}
@@ -115,7 +111,7 @@ class QueueServer:
         found = await asyncio.to_thread(self.queue.get, request_id)
         if found is None or (found.owner, found.app) != (owner, app):
             return _error(404, f"Request {request_id} not found")
-        if found.caller is not None and await self._caller(request) != found.caller:
+        if found.caller is not None and await self.keys.caller(request.headers.get("authorization")) != found.caller:
             return _error(404, f"Request {request_id} not found")
         return found
 
@@ -141,7 +137,7 @@ class QueueServer:
         bundle = await asyncio.to_thread(self.registry.get, owner, app)
         if bundle is None:
             return _error(404, f"No app {owner}/{app}")
-        caller = await self._caller(request)
+        caller = await self.keys.caller(request.headers.get("authorization"))
         mode = bundle.options.app_auth
         if mode != "public" and caller is None:
             return _error(401, "Missing or invalid API key: send 'Authorization: Key <key_id>:<key_secret>'")
