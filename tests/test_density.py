@@ -3,6 +3,7 @@ its first call by starting a replica again."""
 
 import time
 
+import pytest
 import ray
 
 from conftest import APPS, deployed
@@ -10,6 +11,7 @@ from conftest import APPS, deployed
 COUNT = 24
 
 
+@pytest.mark.timeout(900)  # 24 deploys and 24 cold starts: slow on a busy 2-core machine
 def test_two_dozen_scale_to_zero_apps_each_answer(cli, http) -> None:
     names = [f"tiny-{index:02d}" for index in range(COUNT)]
     try:
