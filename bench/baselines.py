@@ -8,7 +8,7 @@ import contextlib
 import os
 import subprocess
 import sys
-from typing import Iterator
+from typing import Iterator, Optional
 
 from fastapi import FastAPI
 from pydantic import BaseModel
@@ -35,12 +35,14 @@ class BareEcho:
     pass
 
 
-def run_bare_serve(name: str, **autoscaling: object) -> str:
+def run_bare_serve(name: str, runtime_env: Optional[dict] = None, **autoscaling: object) -> str:
     """Deploy the bare Serve baseline (this module travels by value); returns its route."""
     import ray.cloudpickle
 
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     deployment = BareEcho.options(autoscaling_config=autoscaling) if autoscaling else BareEcho
+    if runtime_env:
+        deployment = deployment.options(ray_actor_options={"num_cpus": 0.1, "runtime_env": runtime_env})
     serve.run(deployment.bind(), name=name, route_prefix=f"/{name}")
     return f"/{name}/"
 

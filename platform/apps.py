@@ -24,6 +24,7 @@ from tenantserve.adapters.fal.deployment import to_application
 from tenantserve.adapters.fal.machines import UnplaceableError
 from tenantserve.adapters.fal.replica import SETUP_FAILED
 
+from . import environments
 from .cluster import serve_http_url, state_dir
 from .file_server import file_server_target
 from .queue_server import RESULTS_TTL_S, queue_server_target
@@ -107,9 +108,16 @@ def _platform_config(registry_url: str) -> dict[str, Any]:
     }
 
 
-def _target(bundle: AppBundle, config: dict[str, Any], nodes: Optional[list[Mapping[str, float]]] = None) -> RunTarget:
+def _target(
+    bundle: AppBundle,
+    config: dict[str, Any],
+    nodes: Optional[list[Mapping[str, float]]] = None,
+    progress: Progress = lambda line: None,
+) -> RunTarget:
+    requirements = bundle.options.requirements
+    environment = environments.prepare(requirements, progress) if requirements else None
     return RunTarget(
-        target=to_application(bundle, nodes if nodes is not None else node_shapes(), config),
+        target=to_application(bundle, nodes if nodes is not None else node_shapes(), config, environment),
         name=serve_app_name(bundle.owner, bundle.app_name),
         route_prefix=route_prefix(bundle.owner, bundle.app_name),
     )
@@ -187,11 +195,9 @@ def deploy(
     try:
         if registry is not None:
             check_quota(registry, bundle)
-        if bundle.options.requirements:
-            progress(f"environment: {len(bundle.options.requirements)} requirement(s), built once per list")
         config = _platform_config(registry_url)
-        _apply(config, _target(bundle, config))
-    except (UnplaceableError, QuotaError) as error:
+        _apply(config, _target(bundle, config, progress=progress))
+    except (UnplaceableError, QuotaError, environments.BuildError) as error:
         raise DeployError(str(error)) from None
     try:
         _wait_running(name, bundle.options.startup_timeout, progress)
@@ -225,7 +231,7 @@ def restore_all(registry: Registry, progress: Progress = lambda line: None) -> l
         try:
             targets.append(_target(bundle, config, nodes))
             bundles.append(bundle)
-        except UnplaceableError as error:
+        except (UnplaceableError, environments.BuildError) as error:
             failures.append(f"{bundle.owner}/{bundle.app_name}: {error}")
     if targets:
         progress(f"deploying {len(targets)} registered app(s) again")

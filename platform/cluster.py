@@ -35,6 +35,14 @@ CLUSTER_ENV = {
 }
 
 
+def node_env() -> dict[str, str]:
+    """What every node's `ray start` runs with: CLUSTER_ENV, and the plugin that builds
+    apps' environments (ray-cluster.yaml and the KubeRay manifest set the same)."""
+    from .environments import PLUGINS_VAR, plugin_setting
+
+    return {**CLUSTER_ENV, PLUGINS_VAR: plugin_setting()}
+
+
 # Ray 2.60 turns token authentication on for a new local cluster once a token exists in
 # ~/.ray/auth_token, but a driver connecting with the mode unset sends none. The platform
 # says "token" to both sides, and makes the token before the first `ray start`.
@@ -153,7 +161,7 @@ def up(
     auth_mode = os.environ.get(AUTH_MODE[0], AUTH_MODE[1])
     if auth_mode == "token":
         _ensure_token()
-    started = _ray_cli(*args, env={**CLUSTER_ENV, AUTH_MODE[0]: auth_mode})
+    started = _ray_cli(*args, env={**node_env(), AUTH_MODE[0]: auth_mode})
     if started.returncode != 0:
         raise ClusterError(f"`ray start` failed:\n{started.stderr.strip() or started.stdout.strip()}")
     _init(address, auth_mode)

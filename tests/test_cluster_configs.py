@@ -2,11 +2,13 @@
 deploys onto an autoscaling cluster whose GPU group has no node yet."""
 
 import json
+import shlex
 
 import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
 
 from conftest import APPS, ROOT
+from tenantserve.platform.cluster import node_env
 
 
 def test_ray_up_config_is_valid_and_autoscales_a100_workers_from_zero() -> None:
@@ -16,6 +18,11 @@ def test_ray_up_config_is_valid_and_autoscales_a100_workers_from_zero() -> None:
     assert gpu["min_workers"] == 0 and gpu["resources"]["accelerator_type:A100"] == 1
     assert any("tenantserve" in command for command in config["setup_commands"])
     assert any("serve start --http-host 0.0.0.0" in command for command in config["head_start_ray_commands"])
+    # Every node starts as `platform up` starts its own: the same Serve settings, the same plugins.
+    for commands in (config["head_start_ray_commands"], config["worker_start_ray_commands"]):
+        start = next(c for c in commands if "ray start" in c)
+        settings = dict(word.split("=", 1) for word in shlex.split(start) if "=" in word and word[0].isupper())
+        assert settings == node_env()
 
 
 def test_kuberay_manifest_has_a_cpu_head_and_a_gpu_group_from_zero() -> None:
@@ -26,6 +33,9 @@ def test_kuberay_manifest_has_a_cpu_head_and_a_gpu_group_from_zero() -> None:
     assert head["rayStartParams"]["num-gpus"] == "0" and head_env["TENANTSERVE_HTTP_HOST"]["value"] == "0.0.0.0"
     assert head_env["TENANTSERVE_DB"]["valueFrom"]["secretKeyRef"]["name"] == "tenantserve-db"
     group = next(g for g in cluster["spec"]["workerGroupSpecs"] if g["groupName"] == "gpu-a100")
+    worker_env = {e["name"]: e for e in group["template"]["spec"]["containers"][0]["env"]}
+    for env in (head_env, worker_env):
+        assert {name: env[name]["value"] for name in node_env()} == node_env()
     assert group["minReplicas"] == 0
     assert json.loads(json.loads(group["rayStartParams"]["resources"])) == {"accelerator_type:A100": 1}
     assert service["spec"]["ports"][0]["port"] == 8000

@@ -11,20 +11,24 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Callable, Optional
 
 import httpx
 
 from conftest import APPS, free_port, platform_cmd
+from tenantserve.platform.cluster import node_env
 
 
-def _join_worker(head: str) -> subprocess.Popen:
+def _join_worker(head: str, envs: Path) -> subprocess.Popen:
+    """A GPU node started as the README says; its environments live in a folder of its own,
+    as on a machine of its own."""
     ports = [f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
              f"--runtime-env-agent-port={free_port()}", f"--metrics-export-port={free_port()}"]
     return subprocess.Popen(
         [sys.executable, "-m", "ray.scripts.scripts", "start", f"--address={head}", "--num-cpus=2", "--num-gpus=1",
          "--resources", json.dumps({"accelerator_type:A100": 1}), *ports, "--block"],
-        env={**os.environ, "RAY_AUTH_MODE": "token"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env={**os.environ, **node_env(), "TENANTSERVE_ENVS": str(envs), "RAY_AUTH_MODE": "token"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
 
@@ -62,12 +66,21 @@ def test_gpu_apps_run_on_the_gpu_node_and_report_its_loss(tmp_path) -> None:
     def gpu_worker(current: dict) -> Optional[dict]:
         return next((n for n in current["nodes"] if n["alive"] and n["total"].get("accelerator_type:A100")), None)
 
-    worker = _join_worker(head)
+    worker_envs = tmp_path / "worker-envs"
+    worker = _join_worker(head, worker_envs)
     try:
         worker_node = _until(lambda: gpu_worker(status()), "the GPU worker to join")
+        user = platform_cmd("whoami", env=env).stdout.split()[0]
+        # The deploy builds the environment on the head; the worker builds its own when the
+        # replica lands there.
+        platform_cmd("deploy", f"{APPS}/gpu.py::HumanizedOnGpu", "--auth", "public", env=env)
+        placed = httpx.post(f"{base}/{user}/humanized-on-gpu/", timeout=30).json()
+        assert placed["node_id"] == worker_node["id"] and Path(placed["prefix"]).parent == worker_envs
+        assert (tmp_path / "home" / "envs" / Path(placed["prefix"]).name).is_dir()
+        platform_cmd("apps", "delete", "humanized-on-gpu", env=env)  # frees the one A100
+
         platform_cmd("deploy", f"{APPS}/gpu.py::AlwaysOnGpu", "--auth", "public", env=env)
         platform_cmd("deploy", f"{APPS}/gpu.py::AlwaysOnCpu", "--auth", "public", env=env)
-        user = platform_cmd("whoami", env=env).stdout.split()[0]
 
         gpu_app = httpx.post(f"{base}/{user}/always-on-gpu/", timeout=30).json()
         assert gpu_app["node_id"] == worker_node["id"] and gpu_app["gpu_ids"] == [0]
@@ -87,7 +100,7 @@ def test_gpu_apps_run_on_the_gpu_node_and_report_its_loss(tmp_path) -> None:
         assert "accelerator_type:A100" in stranded["waiting"] and stranded["nodes"] == []
         assert httpx.post(f"{base}/{user}/always-on-cpu/", timeout=30).status_code == 200
 
-        worker = _join_worker(head)  # a GPU node joins again: the app recovers on it
+        worker = _join_worker(head, worker_envs)  # a GPU node joins again: the app recovers on it
         new_node = _until(lambda: gpu_worker(status()), "a new GPU worker to join")
         answer = _until(
             lambda: (r := httpx.post(f"{base}/{user}/always-on-gpu/", timeout=30)).status_code == 200 and r.json(),

@@ -29,6 +29,9 @@ def test_apps_come_back_after_a_cluster_restart(tmp_path, cluster) -> None:
         platform_cmd("deploy", f"{APPS}/versioned.py::Versioned", "--auth", "public", env=fresh_user)
         platform_cmd("deploy", f"{APPS}/async_setup.py::AsyncLoader", "--auth", "public", env=fresh_user)
         platform_cmd("deploy", f"{APPS}/queued.py::Worker", "--auth", "public", env=fresh_user)
+        platform_cmd("deploy", f"{APPS}/requirements_app.py::WhereHumanized", "--auth", "public", env=fresh_user)
+        ready = next((tmp_path / "home" / "envs").glob("*/.tenantserve-ready"))
+        built_at = ready.stat().st_mtime_ns
         user = platform_cmd("apps", "list", env=fresh_user).stdout.split("/versioned")[0].split()[-1]
         assert httpx.post(f"{base}/{user}/versioned/").json()["version"] == "v1"
         # Queued work outlives the platform: one request running, two waiting when it stops.
@@ -51,6 +54,9 @@ def test_apps_come_back_after_a_cluster_restart(tmp_path, cluster) -> None:
         platform_cmd("up", *ports, env=fresh_user)
         assert httpx.post(f"{base}/{user}/versioned/", timeout=30).json() == {"version": "v1", "calls": 1}
         assert httpx.post(f"{base}/{user}/async-loader/", timeout=30).json()["model"] == "loaded asynchronously"
+        # The app's environment outlives the Ray cluster: used again, not rebuilt.
+        where = httpx.post(f"{base}/{user}/where-humanized/where", timeout=30).json()
+        assert where["prefix"] == str(ready.parent) and ready.stat().st_mtime_ns == built_at
         for request in queued:
             deadline = time.monotonic() + 60
             while httpx.get(request["status_url"]).json()["status"] != "COMPLETED" and time.monotonic() < deadline:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 from ray import serve
 from ray.serve import Application
@@ -13,15 +13,6 @@ from .replica import FalAppReplica
 
 # A setup() that raises fails the deploy after this many tries instead of Serve's default.
 CONSTRUCTOR_RETRIES = 2
-
-
-def runtime_env(bundle: AppBundle) -> dict[str, Any]:
-    """`requirements` -> a per-app virtualenv that uv builds on top of the node's packages;
-    Ray caches it by package list, so the next deploy with the same list reuses it."""
-    env: dict[str, Any] = {}
-    if bundle.options.requirements:
-        env["uv"] = {"packages": list(bundle.options.requirements)}
-    return env
 
 
 def autoscaling_config(bundle: AppBundle) -> dict[str, Any]:
@@ -41,18 +32,21 @@ def autoscaling_config(bundle: AppBundle) -> dict[str, Any]:
 
 
 def to_application(
-    bundle: AppBundle, nodes: Sequence[Mapping[str, float]], platform_config: dict[str, Any]
+    bundle: AppBundle,
+    nodes: Sequence[Mapping[str, float]],
+    platform_config: dict[str, Any],
+    environment: Optional[dict[str, Any]] = None,
 ) -> Application:
     """Bind the bundle into a Serve application; raises UnplaceableError if none of `nodes`
     (each node's total resources) fits a replica.
 
     `platform_config` tells the replica where API keys and secrets live (`registry_url`,
-    `secret_key_file`)."""
+    `secret_key_file`); `environment` is the runtime_env the platform prepared for the
+    bundle's `requirements`."""
     options = bundle.options
     actor = actor_options(options.machine_types, options.num_gpus, nodes)
-    env = runtime_env(bundle)
-    if env:
-        actor["runtime_env"] = env
+    if environment:
+        actor["runtime_env"] = environment
     deployment = serve.deployment(
         FalAppReplica,
         name=bundle.source.class_name,

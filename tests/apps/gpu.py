@@ -41,3 +41,23 @@ class AlwaysOnCpu(GpuApp, min_concurrency=1):
 
 class WaitsForH100(GpuApp, startup_timeout=6):
     machine_type = "GPU-H100"
+
+
+class PlacedEnvironment(BaseModel):
+    node_id: str
+    prefix: str
+
+
+class HumanizedOnGpu(fal.App, name="humanized-on-gpu"):
+    """Its environment is built on whichever node its replica lands on."""
+
+    machine_type = "GPU-A100"
+    requirements = ["humanize==4.9.0"]
+
+    @fal.endpoint("/")
+    def where(self) -> PlacedEnvironment:
+        import sys
+
+        import humanize  # noqa: F401
+
+        return PlacedEnvironment(node_id=ray.get_runtime_context().get_node_id(), prefix=sys.prefix)

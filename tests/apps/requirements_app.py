@@ -34,3 +34,27 @@ class NoHumanize(fal.App, name="no-humanize"):
         except ImportError:
             return Text(text="absent")
         return Text(text="present")
+
+
+class Where(BaseModel):
+    prefix: str
+    humanize: str
+
+
+class WhereHumanized(Humanized, name="where-humanized"):
+    @fal.endpoint("/where")
+    def where(self) -> Where:
+        import sys
+
+        return Where(prefix=sys.prefix, humanize=self.humanize.__file__)
+
+
+class BrokenRequirements(fal.App, name="humanized"):
+    """A redeploy of `humanized` whose package does not exist."""
+
+    machine_type = "XS"
+    requirements = ["tenantserve-no-such-package==1.0"]
+
+    @fal.endpoint("/")
+    def natural(self) -> Text:
+        return Text(text="never")
