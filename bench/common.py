@@ -35,14 +35,15 @@ def platform(*args: str) -> str:
 
 
 @contextlib.contextmanager
-def local_platform() -> Iterator[str]:
-    """A platform of its own (state, Ray and HTTP ports) for one benchmark run; yields its URL."""
+def local_platform(*up_args: str) -> Iterator[str]:
+    """A platform of its own (state, Ray and HTTP ports) for one benchmark run; yields its URL.
+    `up_args` go to `platform up` (`--ingress proxy`, say)."""
     with tempfile.TemporaryDirectory() as home:
         os.environ["TENANTSERVE_HOME"] = home
         os.environ["TENANTSERVE_USER"] = "bench"  # the fresh platform's first admin, who deploys
         os.environ.pop("RAY_ADDRESS", None)
         os.environ.pop("TENANTSERVE_KEY", None)
-        platform("up", f"--port={free_port()}", f"--http-port={free_port()}", f"--dashboard-port={free_port()}")
+        platform("up", f"--port={free_port()}", f"--http-port={free_port()}", f"--dashboard-port={free_port()}", *up_args)
         from tenantserve.platform.cluster import connect
 
         connect(start=False)  # this process drives Serve too (the bare baseline apps)

