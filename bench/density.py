@@ -44,23 +44,28 @@ def memory_gb(pids: list[int]) -> float:
     return total / 1e9
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    total = 0
+def cpu_seconds(pids: list[int]) -> dict[int, float]:
+    """{pid: CPU seconds so far} of those processes still alive."""
+    found = {}
     for pid in pids:
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / TICKS
+            found[pid] = (int(fields[11]) + int(fields[12])) / TICKS
         except (OSError, ValueError, IndexError):
             pass
-    return total
+    return found
 
 
 def idle_cpu_percent(temp_dir: str, seconds: float = 10) -> float:
-    """The cluster's CPU use over `seconds` with no requests, as % of the node's cores."""
+    """The cluster's CPU use over `seconds` with no requests, as % of the node's cores,
+    counted over the processes alive at both ends (one that exits in between, a replica
+    scaling away or an HAProxy replaced at a reload, would take its whole past with it)."""
     pids = cluster_pids(temp_dir)
     before, started = cpu_seconds(pids), time.monotonic()
     time.sleep(seconds)
-    return (cpu_seconds(pids) - before) / (time.monotonic() - started) / os.cpu_count() * 100
+    after = cpu_seconds(pids)
+    used = sum(after[pid] - before[pid] for pid in after.keys() & before.keys())
+    return used / (time.monotonic() - started) / os.cpu_count() * 100
 
 
 def main() -> None:
