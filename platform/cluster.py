@@ -231,9 +231,9 @@ def up(
     auth_mode = os.environ.get(AUTH_MODE[0], AUTH_MODE[1])
     if auth_mode == "token":
         _ensure_token()
-    ingress = _choose_ingress(ingress, bool(tls_cert), warn)
-    binary = haproxy_binary()
-    env = {**node_env(), **(haproxy_env(temp_dir, binary) if ingress == "haproxy" and binary else {})}
+    haproxy = _haproxy_to_run(ingress, bool(tls_cert), warn)
+    ingress = "haproxy" if haproxy else "proxy"
+    env = {**node_env(), **(haproxy_env(temp_dir, haproxy) if haproxy else {})}
     started = _ray_cli(*args, env={**env, AUTH_MODE[0]: auth_mode})
     if started.returncode != 0:
         raise ClusterError(f"`ray start` failed:\n{started.stderr.strip() or started.stdout.strip()}")
@@ -260,22 +260,23 @@ def up(
     return info
 
 
-def _choose_ingress(ingress: str, tls: bool, warn: Callable[[str], None]) -> str:
+def _haproxy_to_run(ingress: str, tls: bool, warn: Callable[[str], None]) -> Optional[str]:
+    """The HAProxy binary for the asked `ingress`, or None for Serve's proxy."""
     if ingress not in ("auto", "haproxy", "proxy"):
         raise ClusterError(f"unknown ingress {ingress!r}: use auto, haproxy or proxy")
     if ingress == "proxy":
-        return "proxy"
+        return None
     if tls:
         if ingress == "haproxy":
             raise ClusterError("Serve's HAProxy ingress cannot terminate TLS: use --ingress proxy with --tls-cert")
         warn("TLS: serving through Serve's Python proxy (Serve's HAProxy ingress has no TLS)")
-        return "proxy"
-    if haproxy_binary() is None:
+        return None
+    binary = haproxy_binary()
+    if binary is None:
         if ingress == "haproxy":
             raise ClusterError(f"no HAProxy binary found: {HAPROXY_INSTALL}")
         warn(f"warning: no HAProxy binary found, serving through Serve's slower Python proxy; {HAPROXY_INSTALL}")
-        return "proxy"
-    return "haproxy"
+    return binary
 
 
 def _ensure_token() -> None:

@@ -58,10 +58,6 @@ def key(packages: Sequence[str]) -> str:
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def python_of(packages: Sequence[str]) -> Path:
-    return root() / key(packages) / "bin" / "python"
-
-
 def _uv() -> str:
     import uv
 
