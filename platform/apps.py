@@ -26,6 +26,7 @@ from tenantserve.adapters.fal.replica import SETUP_FAILED
 
 from . import environments
 from .cluster import serve_http_url, state_dir
+from .coldstart import spares_per_node, spares_target
 from .file_server import file_server_target
 from .queue_server import RESULTS_TTL_S, queue_server_target
 from .files import FileStore
@@ -36,7 +37,7 @@ from .registry import Registry, database_url
 from .secrets import key_file
 
 Progress = Callable[[str], None]
-SERVICE_MODULES = ("file_server.py", "files.py", "queue_server.py", "queue.py", "auth.py", "registry.py")
+SERVICE_MODULES = ("coldstart.py", "file_server.py", "files.py", "queue_server.py", "queue.py", "auth.py", "registry.py")
 
 
 class DeployError(RuntimeError):
@@ -95,7 +96,7 @@ def _explain(deployment_messages: list[str], app_message: str) -> str:
 def _platform_config(registry_url: str) -> dict[str, Any]:
     """What replicas need from the platform: the registry (API keys, secrets), the secrets'
     key, the file store and the URL files are served at, the node's model cache, and how
-    long the queue keeps results."""
+    long the queue keeps results, and how many spare workers each node keeps."""
     store = FileStore.configured(state_dir())
     return {
         "registry_url": registry_url,
@@ -105,6 +106,7 @@ def _platform_config(registry_url: str) -> dict[str, Any]:
         "public_url": os.environ.get("TENANTSERVE_URL") or serve_http_url(),
         "model_cache": os.environ.get("TENANTSERVE_MODEL_CACHE") or str(state_dir() / "cache"),
         "results_ttl_s": float(os.environ.get("TENANTSERVE_RESULTS_TTL", RESULTS_TTL_S)),
+        "spare_workers": spares_per_node(),
     }
 
 
@@ -124,11 +126,11 @@ def _target(
 
 
 def _services(config: dict[str, Any]) -> list[RunTarget]:
-    """The platform's own Serve apps, `/files` and `/queue`, pinned to a version of their
+    """The platform's own Serve apps, `/files`, `/queue` and the spare-worker keeper, pinned to a version of their
     config and code: applying them again changes nothing until one of those changes."""
     code = b"".join((Path(__file__).parent / name).read_bytes() for name in SERVICE_MODULES)
     version = hashlib.sha256(json.dumps(config, sort_keys=True).encode() + code).hexdigest()[:16]
-    return [file_server_target(config, version), queue_server_target(config, version)]
+    return [file_server_target(config, version), queue_server_target(config, version), spares_target(config, version)]
 
 
 def _apply(config: dict[str, Any], *targets: RunTarget) -> None:

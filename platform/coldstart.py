@@ -1,0 +1,170 @@
+"""What makes the first request to an app scaled to zero fast.
+
+A replica of an app at zero used to start in a fresh Ray worker process: Python, Ray, Ray
+Serve and the adapter imported (about 1.5 s on two cores) before the app's own module.
+Three things take that off the request's path:
+
+- every Ray worker imports this module, and with it the replica's, as it starts and
+  before it takes work (`cluster.PRELOAD`, in every node's `cluster.node_env()`);
+- `SpareWorkers`, one of the platform's own Serve apps, keeps `TENANTSERVE_SPARE_WORKERS`
+  (default 1) such workers idle on every node, through the raylet's prestart call: a
+  replica placed there starts in one and goes straight to the app's own `setup()`;
+- Serve's router, on the first request to a deployment at zero, tells the controller
+  at once ("optimized push"), but sends the queue length it last sampled, which is
+  still 0 for up to a sampling period; the controller then waits for the next push. The
+  worker import of this module makes that push carry the current queue length.
+
+Apps with `requirements` run in their own interpreter, so they start in a worker of
+their own and gain only the router fix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+import ray
+from ray import serve
+from ray.serve import RunTarget
+from ray.serve._private.router import RouterMetricsManager
+
+import tenantserve.adapters.fal.replica  # noqa: F401  (what a replica imports, loaded ahead)
+
+logger = logging.getLogger("ray.serve")
+
+SPARES_VAR = "TENANTSERVE_SPARE_WORKERS"
+APP_NAME = "spares"
+CHECK_S = 1.0
+# A prestarted worker takes a few seconds to import and register; until then it is
+# counted as coming, so that one missing spare is not asked for twice.
+BOOT_S = 8.0
+# The raylet keeps a prestarted worker this long even when it has more idle workers than
+# CPUs; after that it may stop it, and the keeper starts another.
+KEEP_ALIVE_S = 3600
+
+
+def spares_per_node() -> int:
+    """`TENANTSERVE_SPARE_WORKERS`, read where the platform's services are applied."""
+    return max(0, int(os.environ.get(SPARES_VAR, "1")))
+
+
+def _report_current_queue() -> None:
+    """Serve's router pushes its sampled metrics; sample before a push made while requests
+    wait at a deployment with no replica, so that the push that is meant to wake the
+    deployment says so."""
+    push = RouterMetricsManager.push_autoscaling_metrics_to_controller
+    if getattr(push, "_tenantserve", False):
+        return
+
+    def push_with_current_queue(self: RouterMetricsManager) -> None:
+        if self.num_queued_requests > 0 and self.autoscaling_config is not None:
+            self._add_autoscaling_metrics_point()
+        push(self)
+
+    push_with_current_queue._tenantserve = True  # type: ignore[attr-defined]
+    RouterMetricsManager.push_autoscaling_metrics_to_controller = push_with_current_queue  # type: ignore[method-assign]
+
+
+_report_current_queue()
+
+
+class _Raylet:
+    """The two raylet calls the keeper needs, over Ray's own authenticated gRPC channel."""
+
+    def __init__(self, address: str) -> None:
+        from ray._private.grpc_utils import init_grpc_channel
+        from ray.core.generated import node_manager_pb2_grpc
+
+        self.address = address
+        self._stub = node_manager_pb2_grpc.NodeManagerServiceStub(init_grpc_channel(address, asynchronous=True))
+
+    async def idle_workers(self) -> int:
+        """Python workers that have taken no job yet: the ones any replica can start in."""
+        from ray.core.generated import common_pb2, node_manager_pb2
+
+        stats = await self._stub.GetNodeStats(node_manager_pb2.GetNodeStatsRequest(), timeout=5)
+        unassigned = bytes.fromhex("ff" * 4)
+        return sum(
+            1 for worker in stats.core_workers_stats
+            if worker.worker_type == common_pb2.WORKER and worker.job_id == unassigned
+            and worker.language == common_pb2.PYTHON
+        )
+
+    async def prestart(self, count: int) -> None:
+        from ray.core.generated import common_pb2, node_manager_pb2
+
+        request = node_manager_pb2.PrestartWorkersRequest(
+            language=common_pb2.PYTHON, keep_alive_duration_secs=KEEP_ALIVE_S, num_workers=count,
+        )
+        await self._stub.PrestartWorkers(request, timeout=5)
+
+
+class SpareWorkers:
+    """Keeps `per_node` unassigned Python workers waiting on every alive node."""
+
+    async def __init__(self, per_node: int) -> None:
+        self.per_node = per_node
+        self._raylets: dict[str, _Raylet] = {}
+        self._starting: dict[str, _Starting] = {}
+        self._task = asyncio.get_running_loop().create_task(self._keep())
+
+    async def _keep(self) -> None:
+        while True:
+            try:
+                await self.top_up()
+            except Exception:
+                logger.exception("spare workers: top-up failed")
+            await asyncio.sleep(CHECK_S)
+
+    async def top_up(self) -> dict[str, int]:
+        """Start what is missing on each alive node; returns the spares found per node."""
+        found: dict[str, int] = {}
+        for node in ray.nodes():
+            if not node["Alive"]:
+                continue
+            node_id = node["NodeID"]
+            address = f"{node['NodeManagerAddress']}:{node['NodeManagerPort']}"
+            raylet = self._raylets.get(node_id)
+            if raylet is None or raylet.address != address:
+                raylet = self._raylets[node_id] = _Raylet(address)
+            idle = found[node_id] = await raylet.idle_workers()
+            starting = self._starting.setdefault(node_id, _Starting())
+            missing = self.per_node - idle - starting.still_coming(idle)
+            if missing > 0:
+                await raylet.prestart(missing)
+                starting.asked(missing)
+        return found
+
+    def check_health(self) -> None:
+        if self._task.done():
+            raise RuntimeError("the spare-worker keeper stopped")
+
+
+class _Starting:
+    """Workers asked for on one node that have not registered yet (a registered one shows
+    up as one more idle worker; one not seen within BOOT_S is given up on)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.since = 0.0
+        self.last_idle = 0
+
+    def still_coming(self, idle: int) -> int:
+        if idle > self.last_idle:
+            self.count = max(0, self.count - (idle - self.last_idle))
+        self.last_idle = idle
+        if time.monotonic() - self.since > BOOT_S:
+            self.count = 0
+        return self.count
+
+    def asked(self, count: int) -> None:
+        self.count += count
+        self.since = time.monotonic()
+
+
+def spares_target(config: dict, version: str) -> RunTarget:
+    deployment = serve.deployment(SpareWorkers, name="SpareWorkers", num_replicas=1,
+                                  ray_actor_options={"num_cpus": 0})
+    deployment = deployment.options(version=version, _internal=True)
+    return RunTarget(target=deployment.bind(config["spare_workers"]), name=APP_NAME, route_prefix=None)

@@ -1,0 +1,71 @@
+"""A request to an app scaled to zero starts its replica in a Ray worker that was already
+waiting (a spare the platform keeps on each node, its modules imported); spares that go
+away are replaced."""
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import ray
+
+from conftest import APPS, deployed
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def started_at(pid: int) -> float:
+    """When the process started, in seconds since boot (CLOCK_BOOTTIME)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[19]) / TICKS
+
+
+def idle_workers() -> dict[int, float]:
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "cmdline").read_bytes().startswith(b"ray::IDLE"):
+                    found[int(entry.name)] = started_at(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def wait_for(condition, timeout: float = 60):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"{condition.__name__} did not hold within {timeout:g}s")
+
+
+def test_an_app_at_zero_wakes_in_a_waiting_worker_and_spares_are_replaced(cli, http) -> None:
+    deployed(cli, f"{APPS}/scale_to_zero.py::Sleepy", "--user", "rita", "--app-name", "wakes-warm")
+    assert "spares" in ray.serve.status().applications  # the keeper, one of the platform's own apps
+
+    def at_zero() -> bool:
+        app = ray.serve.status().applications["rita.wakes-warm"]
+        return not any(d.replica_states.get("RUNNING", 0) or d.replica_states.get("STARTING", 0)
+                       for d in app.deployments.values())
+
+    wait_for(at_zero)
+    wait_for(idle_workers)
+
+    sent = time.clock_gettime(time.CLOCK_BOOTTIME)
+    answer = http.post("/rita/wakes-warm/", json={})
+    assert answer.status_code == 200
+    assert started_at(answer.json()["pid"]) < sent, "the replica started in a new process"
+
+    # Spares that go away (here: killed) are replaced.
+    for pid in idle_workers():
+        os.kill(pid, signal.SIGKILL)
+    killed = time.clock_gettime(time.CLOCK_BOOTTIME)
+
+    def new_spare() -> list[int]:
+        return [pid for pid, started in idle_workers().items() if started > killed]
+
+    wait_for(new_spare, timeout=30)
+    cli("apps", "delete", "wakes-warm", "--user", "rita")
