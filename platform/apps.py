@@ -37,7 +37,7 @@ from .registry import Registry, database_url
 from .secrets import key_file
 
 Progress = Callable[[str], None]
-SERVICE_MODULES = ("coldstart.py", "file_server.py", "files.py", "queue_server.py", "queue.py", "auth.py", "registry.py")
+SERVICE_MODULES = ("coldstart.py", "serve_patches.py", "file_server.py", "files.py", "queue_server.py", "queue.py", "auth.py", "registry.py")
 
 
 class DeployError(RuntimeError):

@@ -11,8 +11,9 @@ Three things take that off the request's path:
   replica placed there starts in one and goes straight to the app's own `setup()`;
 - Serve's router, on the first request to a deployment at zero, tells the controller
   at once ("optimized push"), but sends the queue length it last sampled, which is
-  still 0 for up to a sampling period; the controller then waits for the next push. The
-  worker import of this module makes that push carry the current queue length.
+  still 0 for up to a sampling period; the controller then waits for the next push.
+  `serve_patches`, imported here and so in every worker, makes that push carry the
+  current queue length.
 
 Apps with `requirements` run in their own interpreter, so they start in a worker of
 their own and gain only the router fix.
@@ -24,12 +25,14 @@ import asyncio
 import logging
 import os
 import time
+
 import ray
 from ray import serve
 from ray.serve import RunTarget
-from ray.serve._private.router import RouterMetricsManager
 
 import tenantserve.adapters.fal.replica  # noqa: F401  (what a replica imports, loaded ahead)
+
+from . import serve_patches  # noqa: F401  (applied on import, in every worker)
 
 logger = logging.getLogger("ray.serve")
 
@@ -49,24 +52,6 @@ def spares_per_node() -> int:
     return max(0, int(os.environ.get(SPARES_VAR, "1")))
 
 
-def _report_current_queue() -> None:
-    """Serve's router pushes its sampled metrics; sample before a push made while requests
-    wait at a deployment with no replica, so that the push that is meant to wake the
-    deployment says so."""
-    push = RouterMetricsManager.push_autoscaling_metrics_to_controller
-    if getattr(push, "_tenantserve", False):
-        return
-
-    def push_with_current_queue(self: RouterMetricsManager) -> None:
-        if self.num_queued_requests > 0 and self.autoscaling_config is not None:
-            self._add_autoscaling_metrics_point()
-        push(self)
-
-    push_with_current_queue._tenantserve = True  # type: ignore[attr-defined]
-    RouterMetricsManager.push_autoscaling_metrics_to_controller = push_with_current_queue  # type: ignore[method-assign]
-
-
-_report_current_queue()
 
 
 class _Raylet:
