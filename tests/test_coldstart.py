@@ -9,7 +9,7 @@ from pathlib import Path
 
 import ray
 
-from conftest import APPS, deployed
+from conftest import APPS, deployed, wait_until
 
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -32,16 +32,6 @@ def idle_workers() -> dict[int, float]:
     return found
 
 
-def wait_for(condition, timeout: float = 60):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"{condition.__name__} did not hold within {timeout:g}s")
-
-
 def test_an_app_at_zero_wakes_in_a_waiting_worker_and_spares_are_replaced(cli, http) -> None:
     deployed(cli, f"{APPS}/scale_to_zero.py::Sleepy", "--user", "rita", "--app-name", "wakes-warm")
     assert "spares" in ray.serve.status().applications  # the keeper, one of the platform's own apps
@@ -51,8 +41,8 @@ def test_an_app_at_zero_wakes_in_a_waiting_worker_and_spares_are_replaced(cli, h
         return not any(d.replica_states.get("RUNNING", 0) or d.replica_states.get("STARTING", 0)
                        for d in app.deployments.values())
 
-    wait_for(at_zero)
-    wait_for(idle_workers)
+    wait_until(at_zero, "the app to scale to zero", timeout=60, every=0.5)
+    wait_until(idle_workers, "a spare worker", timeout=60, every=0.5)
 
     sent = time.clock_gettime(time.CLOCK_BOOTTIME)
     answer = http.post("/rita/wakes-warm/", json={})
@@ -67,5 +57,5 @@ def test_an_app_at_zero_wakes_in_a_waiting_worker_and_spares_are_replaced(cli, h
     def new_spare() -> list[int]:
         return [pid for pid, started in idle_workers().items() if started > killed]
 
-    wait_for(new_spare, timeout=30)
+    wait_until(new_spare, "a new spare worker", timeout=30, every=0.5)
     cli("apps", "delete", "wakes-warm", "--user", "rita")

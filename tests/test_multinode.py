@@ -10,13 +10,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import httpx
 
-from conftest import APPS, free_port, platform_cmd
+from conftest import APPS, free_port, platform_cmd, wait_until
 
 
 def _join_worker(head: str, node_env: dict[str, str], envs: Path) -> subprocess.Popen:
@@ -41,16 +40,6 @@ def _stop_worker(worker: subprocess.Popen) -> None:
         worker.wait(timeout=60)
 
 
-def _until(check: Callable[[], Optional[dict]], what: str, timeout: float = 90) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_gpu_apps_run_on_the_gpu_node_and_report_its_loss(tmp_path) -> None:
     env = {"TENANTSERVE_HOME": str(tmp_path / "home")}
     http_port = free_port()
@@ -70,7 +59,7 @@ def test_gpu_apps_run_on_the_gpu_node_and_report_its_loss(tmp_path) -> None:
     worker_envs = tmp_path / "worker-envs"
     worker = _join_worker(head, head_env, worker_envs)
     try:
-        worker_node = _until(lambda: gpu_worker(status()), "the GPU worker to join")
+        worker_node = wait_until(lambda: gpu_worker(status()), "the GPU worker to join")
         user = platform_cmd("whoami", env=env).stdout.split()[0]
         # The deploy builds the environment on the head; the worker builds its own when the
         # replica lands there.
@@ -95,15 +84,15 @@ def test_gpu_apps_run_on_the_gpu_node_and_report_its_loss(tmp_path) -> None:
             app = next(a for a in current["apps"] if a["name"] == "always-on-gpu")
             return current if "cannot be placed" in app["waiting"] else None
 
-        after = _until(gpu_app_stranded, "status to report the GPU app unplaceable")
+        after = wait_until(gpu_app_stranded, "status to report the GPU app unplaceable")
         assert not next(n for n in after["nodes"] if n["id"] == worker_node["id"])["alive"]
         stranded = next(a for a in after["apps"] if a["name"] == "always-on-gpu")
         assert "accelerator_type:A100" in stranded["waiting"] and stranded["nodes"] == []
         assert httpx.post(f"{base}/{user}/always-on-cpu/", timeout=30).status_code == 200
 
         worker = _join_worker(head, head_env, worker_envs)  # a GPU node joins again: the app recovers on it
-        new_node = _until(lambda: gpu_worker(status()), "a new GPU worker to join")
-        answer = _until(
+        new_node = wait_until(lambda: gpu_worker(status()), "a new GPU worker to join")
+        answer = wait_until(
             lambda: (r := httpx.post(f"{base}/{user}/always-on-gpu/", timeout=30)).status_code == 200 and r.json(),
             "the GPU app to serve again",
         )

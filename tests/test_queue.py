@@ -9,7 +9,6 @@ import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Callable, Iterator
 
-import httpx
 import pytest
 
 from conftest import APPS, deployed, free_port
