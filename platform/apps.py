@@ -37,7 +37,10 @@ from .registry import Registry, database_url
 from .secrets import key_file
 
 Progress = Callable[[str], None]
-SERVICE_MODULES = ("coldstart.py", "serve_patches.py", "file_server.py", "files.py", "queue_server.py", "queue.py", "auth.py", "registry.py")
+SERVICE_MODULES = (
+    "coldstart.py", "serve_patches.py", "file_server.py", "files.py", "queue_server.py", "queue.py", "auth.py",
+    "registry.py",
+)
 
 
 class DeployError(RuntimeError):
@@ -95,8 +98,8 @@ def _explain(deployment_messages: list[str], app_message: str) -> str:
 
 def _platform_config(registry_url: str) -> dict[str, Any]:
     """What replicas need from the platform: the registry (API keys, secrets), the secrets'
-    key, the file store and the URL files are served at, the node's model cache, and how
-    long the queue keeps results, and how many spare workers each node keeps."""
+    key, the file store and the URL files are served at, the node's model cache, how long
+    the queue keeps results, and how many spare workers each node keeps."""
     store = FileStore.configured(state_dir())
     return {
         "registry_url": registry_url,
@@ -126,8 +129,9 @@ def _target(
 
 
 def _services(config: dict[str, Any]) -> list[RunTarget]:
-    """The platform's own Serve apps, `/files`, `/queue` and the spare-worker keeper, pinned to a version of their
-    config and code: applying them again changes nothing until one of those changes."""
+    """The platform's own Serve apps, `/files`, `/queue` and the spare-worker keeper, pinned
+    to a version of their config and code: applying them again changes nothing until one
+    of those changes."""
     code = b"".join((Path(__file__).parent / name).read_bytes() for name in SERVICE_MODULES)
     version = hashlib.sha256(json.dumps(config, sort_keys=True).encode() + code).hexdigest()[:16]
     return [file_server_target(config, version), queue_server_target(config, version), spares_target(config, version)]

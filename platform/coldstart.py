@@ -52,8 +52,6 @@ def spares_per_node() -> int:
     return max(0, int(os.environ.get(SPARES_VAR, "1")))
 
 
-
-
 class _Raylet:
     """The two raylet calls the keeper needs, over Ray's own authenticated gRPC channel."""
 
