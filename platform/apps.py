@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
 import httpx
+import ray
 from ray import serve
 from ray.serve import RunTarget
+from ray.serve.context import _get_global_client
 
 from tenantserve.adapters.fal.bundle import AppBundle
 from tenantserve.adapters.fal.deployment import to_application
@@ -67,7 +69,25 @@ def app_url(http_url: str, owner: str, app: str) -> str:
 
 
 def _serve_status(name: str) -> Optional[Any]:
-    return serve.status().applications.get(name)
+    """Serve's status of one app (its own and its deployments'), or None if Serve has no
+    such app. Asked for that app alone: `serve.status()` validates every app's details
+    and took 0.8 s with 200 apps."""
+    overview = _get_global_client().get_serve_status(name)
+    return None if _state(overview.app_status.status) == "NOT_STARTED" else overview
+
+
+def _app_details(overview: Any) -> dict[str, Any]:
+    """One app's part of Serve's details (its deployments' replicas, target counts and
+    actor options), asked of the controller deployment by deployment."""
+    controller = _get_global_client()._controller
+    deployments = {}
+    for status in overview.deployment_statuses:
+        try:
+            details = ray.get(controller.get_deployment_details.remote(overview.name, status.name))
+        except ray.exceptions.RayTaskError:  # deleted meanwhile
+            continue
+        deployments[status.name] = details.model_dump(mode="json", warnings=False)
+    return {"deployments": deployments}
 
 
 def _state(value: Any) -> str:
@@ -75,16 +95,16 @@ def _state(value: Any) -> str:
     return str(getattr(value, "value", value))
 
 
-def _replica_summary(app_status: Any) -> dict[str, int]:
+def _replica_summary(details: dict[str, Any]) -> dict[str, int]:
     counts: dict[str, int] = {}
-    for deployment in app_status.deployments.values():
-        for state, count in deployment.replica_states.items():
-            counts[_state(state)] = counts.get(_state(state), 0) + count
+    for deployment in details["deployments"].values():
+        for replica in deployment.get("replicas", []):
+            counts[_state(replica["state"])] = counts.get(_state(replica["state"]), 0) + 1
     return counts
 
 
-def _failure_message(app_status: Any) -> str:
-    return _explain([d.message for d in app_status.deployments.values()], app_status.message)
+def _failure_message(overview: Any) -> str:
+    return _explain([d.message for d in overview.deployment_statuses], overview.app_status.message)
 
 
 def _explain(deployment_messages: list[str], app_message: str) -> str:
@@ -149,27 +169,27 @@ def _wait_running(name: str, timeout: float, progress: Progress) -> None:
     # A replica takes a moment to be placed: only one still unplaced after 3 s waits for something.
     last, waiting, next_look = "", "", time.monotonic() + 3
     while time.monotonic() < deadline:
-        app_status = _serve_status(name)
-        if app_status is not None:
-            state = _state(app_status.status)
+        overview = _serve_status(name)
+        if overview is not None:
+            state = _state(overview.app_status.status)
             if state == "RUNNING":
                 return
             if state in ("DEPLOY_FAILED", "UNHEALTHY"):
-                raise DeployError(_failure_message(app_status))
-            summary = _replica_summary(app_status)
+                raise DeployError(_failure_message(overview))
+            details = _app_details(overview)
+            summary = _replica_summary(details)
             replicas = ", ".join(f"{n} {s.lower()}" for s, n in sorted(summary.items()))
             line = f"replicas: {replicas}" if replicas else "scheduling replicas"
             if time.monotonic() >= next_look:
                 next_look = time.monotonic() + 2
-                details = _serve_details().get(name)
-                waiting = _waiting(details, lambda: running_nodes() + autoscaler_groups()) if details else ""
+                waiting = _waiting(details, lambda: running_nodes() + autoscaler_groups())
             line += f" ({waiting})" if waiting else ""
             if line != last:
                 progress(line)
                 last = line
         time.sleep(0.2)
-    app_status = _serve_status(name)
-    detail = waiting or (_failure_message(app_status) if app_status is not None else "")
+    overview = _serve_status(name)
+    detail = waiting or (_failure_message(overview) if overview is not None else "")
     raise DeployError(f"replicas were not ready within startup_timeout ({timeout:g}s): {detail}".strip(": "))
 
 
@@ -263,8 +283,6 @@ def delete(owner: str, app: str, registry: Optional[Registry]) -> bool:
 def _serve_details() -> dict[str, Any]:
     """Serve's controller view of every app: deployments, their actor options and replicas
     with node and state (what the dashboard's Serve page shows)."""
-    from ray.serve.context import _get_global_client
-
     return _get_global_client().get_serve_details().get("applications", {})
 
 

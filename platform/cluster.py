@@ -29,11 +29,13 @@ DEFAULT_DASHBOARD_PORT = 8265
 # Set before the cluster starts. Faster autoscaling signals: a request to an app scaled
 # to zero wakes a replica in about a second and a half instead of ten. Serve sends a
 # replica's prints and stderr to its log file (what `platform logs` reads) only when it
-# does not also log to stderr.
+# does not also log to stderr. Serve's handles and replicas export their request metrics
+# every second, not every 0.1 s: the proxy holds a handle per app, each with that timer.
 CLUSTER_ENV = {
     "RAY_SERVE_HANDLE_AUTOSCALING_METRIC_PUSH_INTERVAL_S": "0.2",
     "RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S": "0.2",
     "RAY_SERVE_LOG_TO_STDERR": "0",
+    "RAY_SERVE_METRICS_EXPORT_INTERVAL_MS": "1000",
 }
 
 

@@ -13,13 +13,18 @@ of apps. Both were measured with `bench/coldstart.py` and `bench/density.py`.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Optional
 
-from ray.serve._private.common import DeploymentID
+from ray.serve._private.application_state import ApplicationState
+from ray.serve._private.autoscaling_state import AutoscalingStateManager
+from ray.serve._private.common import DeploymentID, ReplicaState
 from ray.serve._private.controller import ServeController
+from ray.serve._private.metrics_utils import MetricsPusher, _MetricsTask
 from ray.serve._private.router import RouterMetricsManager
+from ray.serve._private.utils import is_grpc_enabled
 
 _PATCHED = "_tenantserve_patched"
+QUIET_INTERVAL_S = 1.0
 
 
 def _idle_for(router: RouterMetricsManager) -> float:
@@ -50,7 +55,9 @@ def _patch_router_metrics() -> None:
     - An idle handle samples every 0.2 s and pushes every 0.2 s (the apps' metrics
       interval), forever: with 50 idle apps that was a quarter of the node's CPU in the
       controller and a tenth in the proxy. A handle idle for two look-back windows stops
-      until its next request; the controller counts a handle it has not heard from as 0."""
+      until its next request; the controller counts a handle it has not heard from as 0.
+      Its two timers then wake once a second (QUIET_INTERVAL_S) instead of five times: the
+      wake-up push above does not wait for them, and the next sample follows within it."""
     push = RouterMetricsManager.push_autoscaling_metrics_to_controller
     sample = RouterMetricsManager._add_autoscaling_metrics_point
     if getattr(push, _PATCHED, False):
@@ -66,9 +73,34 @@ def _patch_router_metrics() -> None:
         if not _quiet(self):
             sample(self)
 
+    register = MetricsPusher.register_or_update_task
+
+    def register_slow_when_quiet(self: MetricsPusher, name: str, task_func: Any, interval_s: float) -> None:
+        router = getattr(task_func, "__self__", None)
+        register(self, name, task_func, interval_s)
+        if isinstance(router, RouterMetricsManager):
+            self._tasks[name] = _SlowWhenQuiet(task_func, interval_s, router)
+
     setattr(push_current, _PATCHED, True)
     RouterMetricsManager.push_autoscaling_metrics_to_controller = push_current  # type: ignore[method-assign]
     RouterMetricsManager._add_autoscaling_metrics_point = sample_unless_quiet  # type: ignore[method-assign]
+    MetricsPusher.register_or_update_task = register_slow_when_quiet  # type: ignore[method-assign]
+
+
+class _SlowWhenQuiet(_MetricsTask):
+    """A handle's metrics timer whose interval, read before each sleep, is QUIET_INTERVAL_S
+    while the handle is quiet."""
+
+    def __init__(self, task_func: Any, interval_s: float, router: RouterMetricsManager) -> None:
+        self.task_func, self._interval_s, self._router = task_func, interval_s, router
+
+    @property  # type: ignore[override]
+    def interval_s(self) -> float:
+        return QUIET_INTERVAL_S if _quiet(self._router) else self._interval_s
+
+    @interval_s.setter
+    def interval_s(self, value: float) -> None:
+        self._interval_s = value
 
 
 def _patch_controller_target_groups() -> None:
@@ -77,7 +109,9 @@ def _patch_controller_target_groups() -> None:
     deployment. It found them by listing the running replicas of every deployment, and
     copied the app's deployment details even when it had none running: work in the square
     of the number of apps, half the controller's idle CPU at 50 apps. This looks up the
-    one deployment, and copies details only for replicas that run."""
+    one deployment, and copies details only for replicas that run. An app with none
+    running gets the same (empty) groups as last time, not equal new ones, so that the
+    controller's check for a change compares them by identity."""
     original = ServeController._get_running_replica_details_for_deployment
     if getattr(original, _PATCHED, False):
         return
@@ -85,15 +119,134 @@ def _patch_controller_target_groups() -> None:
     def running_replica_details(self: ServeController, app_name: str, deployment_name: str) -> list[Any]:
         deployment_id = DeploymentID(app_name=app_name, name=deployment_name)
         state = self.deployment_state_manager._deployment_states.get(deployment_id)
-        running = {info.replica_id.unique_id for info in state.get_running_replica_infos()} if state else set()
-        if not running:
+        by_state = state._replicas._replicas if state else {}
+        if not (by_state.get(ReplicaState.RUNNING) or by_state.get(ReplicaState.PENDING_MIGRATION)):
             return []
+        running = {info.replica_id.unique_id for info in state.get_running_replica_infos()}
         details = self.deployment_state_manager.get_deployment_details(deployment_id)
         return [replica for replica in details.replicas if replica.replica_id in running] if details else []
 
+    without_replicas = ServeController._get_target_groups_for_app_with_no_running_replicas
+    remembered: dict[tuple[Any, ...], list[Any]] = {}
+
+    def same_groups_without_replicas(self: ServeController, route_prefix: str, app_name: str) -> list[Any]:
+        if not self._ha_proxy_enabled:  # then they list the proxies, which change
+            return without_replicas(self, route_prefix, app_name)
+        key = (route_prefix, app_name, self.application_state_manager.get_ingress_deployment_name(app_name),
+               is_grpc_enabled(self.get_grpc_config()))
+        if key not in remembered:
+            remembered[key] = without_replicas(self, route_prefix, app_name)
+        return remembered[key]
+
     setattr(running_replica_details, _PATCHED, True)
     ServeController._get_running_replica_details_for_deployment = running_replica_details  # type: ignore[method-assign]
+    ServeController._get_target_groups_for_app_with_no_running_replicas = (  # type: ignore[method-assign]
+        same_groups_without_replicas)
+
+
+def _deployment_states(app: ApplicationState) -> Optional[tuple[Any, ...]]:
+    """The app's deployments as the controller holds them: each one's state, its target
+    (replaced whenever its deploy info, replica count or deletion changes) and the routes
+    its replicas reported. None when one is missing."""
+    states = app._deployment_state_manager._deployment_states
+    found: list[Any] = []
+    for name in app.target_deployments:
+        state = states.get(DeploymentID(name=name, app_name=app._name))
+        if state is None:
+            return None
+        found += (state, state._target_state, state._route_patterns)
+    return tuple(found)
+
+
+def _same(remembered: Any, now: Any) -> bool:
+    """Equal, with the controller's objects compared by identity: it replaces what it
+    changes, so a new object means a change even when its fields compare equal."""
+    if isinstance(remembered, tuple) and isinstance(now, tuple):
+        return len(remembered) == len(now) and all(_same(old, new) for old, new in zip(remembered, now))
+    if isinstance(now, (bool, int, float, str, type(None))):
+        return remembered == now
+    return remembered is now
+
+
+def _reconcile_key(app: ApplicationState) -> Optional[tuple[Any, ...]]:
+    deployments = _deployment_states(app)
+    if deployments is None or app._target_state.deployment_infos is None:
+        return None
+    return (app._target_state, tuple(sorted(app._get_live_deployments())), deployments)
+
+
+def _patch_app_reconcile() -> None:
+    """Serve's controller reconciles every app with its target every loop (every 0.1 s):
+    it deep-copies each deployment's info and applies it, which changes nothing unless the
+    target, the app's live deployments or a deployment's state changed. With 200 idle apps
+    that copy was a third of the controller's CPU. This skips the apply while none of
+    those changed since one that changed nothing."""
+    original = ApplicationState._reconcile_target_deployments
+    if getattr(original, _PATCHED, False):
+        return
+
+    def reconcile_on_change(self: ApplicationState) -> bool:
+        key = _reconcile_key(self)
+        if key is not None and _same(getattr(self, "_tenantserve_reconciled", None), key):
+            return False
+        changed = original(self)
+        self._tenantserve_reconciled = None if changed else _reconcile_key(self)  # type: ignore[attr-defined]
+        return changed
+
+    setattr(reconcile_on_change, _PATCHED, True)
+    ApplicationState._reconcile_target_deployments = reconcile_on_change  # type: ignore[method-assign]
+
+
+def _patch_autoscale_at_rest() -> None:
+    """Serve's controller runs the autoscaling policy of every deployment every loop. A
+    deployment at its lower bound whose last decision counted no requests cannot change
+    until a handle or replica reports again (the policy scales on reported requests), so
+    an app whose deployments all rest is skipped until a report for it arrives or its
+    deployments change. Apps with their own app-level policy are always decided."""
+    original = ApplicationState.autoscale
+    if getattr(original, _PATCHED, False):
+        return
+    reports: dict[str, int] = {}
+
+    def counting(record: Any) -> Any:
+        def record_and_count(self: AutoscalingStateManager, report: Any) -> Any:
+            deployment_id = report["deployment_id"] if isinstance(report, dict) else (
+                report.replica_id.deployment_id if hasattr(report, "replica_id") else report.deployment_id)
+            reports[deployment_id.app_name] = reports.get(deployment_id.app_name, 0) + 1
+            return record(self, report)
+        return record_and_count
+
+    for name in ("record_request_metrics_for_replica", "record_request_metrics_for_handle",
+                 "record_columnar_metrics_for_handle"):
+        setattr(AutoscalingStateManager, name, counting(getattr(AutoscalingStateManager, name)))
+
+    def resting(app: ApplicationState) -> bool:
+        manager = app._autoscaling_state_manager
+        if manager._application_has_policy(app._name):
+            return False
+        for name in app.target_deployments:
+            deployment_id = DeploymentID(name=name, app_name=app._name)
+            state = manager._app_autoscaling_states[app._name]._deployment_autoscaling_states.get(deployment_id)
+            target = app._deployment_state_manager.get_deployment_target_num_replicas(deployment_id)
+            if state is None or target is None or target != state.get_num_replicas_lower_bound() \
+                    or state.get_last_decision_total_num_requests() != 0:
+                return False
+        return True
+
+    def autoscale_unless_resting(self: ApplicationState) -> bool:
+        now = (reports.get(self._name, 0), _deployment_states(self))
+        if now[1] is not None and _same(getattr(self, "_tenantserve_resting", None), now):
+            return False
+        changed = original(self)
+        self._tenantserve_resting = None if changed or not resting(self) else (  # type: ignore[attr-defined]
+            reports.get(self._name, 0), _deployment_states(self))
+        return changed
+
+    setattr(autoscale_unless_resting, _PATCHED, True)
+    ApplicationState.autoscale = autoscale_unless_resting  # type: ignore[method-assign]
 
 
 _patch_router_metrics()
 _patch_controller_target_groups()
+_patch_app_reconcile()
+_patch_autoscale_at_rest()
