@@ -31,11 +31,14 @@ DEFAULT_DASHBOARD_PORT = 8265
 # replica's prints and stderr to its log file (what `platform logs` reads) only when it
 # does not also log to stderr. Serve's handles and replicas export their request metrics
 # every second, not every 0.1 s: the proxy holds a handle per app, each with that timer.
+# Ray's log monitor looks for new worker log files every 0.5 s, not every 0.1 s (each look
+# lists the logs folder, which gains files with every replica started).
 CLUSTER_ENV = {
     "RAY_SERVE_HANDLE_AUTOSCALING_METRIC_PUSH_INTERVAL_S": "0.2",
     "RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S": "0.2",
     "RAY_SERVE_LOG_TO_STDERR": "0",
     "RAY_SERVE_METRICS_EXPORT_INTERVAL_MS": "1000",
+    "RAY_LOG_MONITOR_MANY_FILES_THRESHOLD": "0",
 }
 
 
@@ -72,6 +75,9 @@ def haproxy_binary() -> Optional[str]:
 DRAINING_PERIOD_S = 5
 
 
+HEALTH_CHECK_INTER = "20s"
+
+
 def _haproxy_folder(temp_dir: str) -> Path:
     return Path(f"/tmp/tsh-{Path(temp_dir).name.rsplit('-', 1)[-1]}")
 
@@ -97,7 +103,12 @@ def haproxy_env(temp_dir: str, binary: str) -> dict[str, str]:
     after HAProxy stops sending it requests (for old HAProxy processes still routing on
     idle connections); it drains its in-flight requests either way. Five seconds cover a
     reload, and a scaled-down replica's process (about 170 MB) is gone 25 s sooner, which
-    on a node of many scale-to-zero apps is most of its memory."""
+    on a node of many scale-to-zero apps is most of its memory.
+
+    HAProxy health-checks every server of every app's backend, and each backend lists Serve's
+    proxy as its fallback: every 5 s by default, 40 checks a second to that one proxy with
+    200 apps. Every HEALTH_CHECK_INTER; a replica that dies leaves HAProxy's table when the
+    controller sees its actor gone, not by these checks."""
     folder = _haproxy_folder(temp_dir)
     folder.mkdir(parents=True, exist_ok=True)
     launcher = folder / "haproxy"
@@ -120,6 +131,7 @@ def haproxy_env(temp_dir: str, binary: str) -> dict[str, str]:
         "RAY_SERVE_HAPROXY_STATS_PORT": str(_free_port()),
         "RAY_SERVE_HAPROXY_METRICS_PORT": str(_free_port()),
         "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": str(DRAINING_PERIOD_S),
+        "RAY_SERVE_HAPROXY_HEALTH_CHECK_INTER": HEALTH_CHECK_INTER,
     }
 
 

@@ -6,8 +6,10 @@ applied once and only to the names it expects (a Serve upgrade that renames them
 at import, not at run time).
 
 The router patches make a wake-up from zero carry its request (cold starts) and quiet
-idle handles; the controller patch removes work that grew with the square of the number
-of apps. Both were measured with `bench/coldstart.py` and `bench/density.py`.
+idle handles; the controller patches remove the work Serve's controller repeated every
+0.1 s for every app, idle or not: reconciling it, deciding its scale and rebuilding
+HAProxy's view of it. Together they took a node with 200 idle apps from 44 % idle CPU to
+about 15 %, measured with `bench/density.py`; `bench/coldstart.py` checks wake-ups.
 """
 
 from __future__ import annotations

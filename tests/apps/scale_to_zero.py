@@ -20,3 +20,7 @@ class Sleepy(fal.App, keep_alive=2, min_concurrency=0, max_concurrency=1, max_mu
     def serve(self, request: Hold) -> Served:
         time.sleep(request.seconds)
         return Served(pid=os.getpid())
+
+
+class Steady(Sleepy, keep_alive=2, min_concurrency=1, max_concurrency=2, max_multiplexing=2, name="steady"):
+    pass
