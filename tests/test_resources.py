@@ -84,14 +84,11 @@ def test_requests_beyond_capacity_wait_instead_of_failing(cli, http) -> None:
     assert len({a.json()["pid"] for a in answers}) == 1
 
 
-@pytest.mark.xfail(strict=True, reason="under the HAProxy ingress the replica reports 2 requests in flight "
-                   "(1 wanted per replica, up to 2 replicas) and the controller keeps one replica: open, "
-                   "see the README's HAProxy section")
+@pytest.mark.xfail(strict=True, reason="HAProxy queues what a replica cannot take yet, where Serve's "
+                   "autoscaler does not count it (README, the ingress): open")
 def test_an_idle_app_scales_up_when_load_comes(cli, http) -> None:
     deployed(cli, f"{APPS}/scale_to_zero.py::Steady", "--user", "kim")
     # Idle long enough for its handles to go quiet and the controller to leave it at rest.
-    # Two requests at a time per replica: HAProxy sends a replica no more than it takes
-    # and queues the rest itself, where Serve's autoscaler does not see them.
     time.sleep(6)
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         answers = list(pool.map(lambda _: http.post("/kim/steady/", json={"seconds": 1.5}), range(8)))
