@@ -209,18 +209,20 @@ def _patch_autoscale_at_rest() -> None:
     if getattr(original, _PATCHED, False):
         return
     reports: dict[str, int] = {}
+    app_of = {  # each report kind names its deployment its own way
+        "record_request_metrics_for_replica": lambda report: report.replica_id.deployment_id.app_name,
+        "record_request_metrics_for_handle": lambda report: report.deployment_id.app_name,
+        "record_columnar_metrics_for_handle": lambda report: report["deployment_id"].app_name,
+    }
 
-    def counting(record: Any) -> Any:
+    def counting(record: Any, app_name: Any) -> Any:
         def record_and_count(self: AutoscalingStateManager, report: Any) -> Any:
-            deployment_id = report["deployment_id"] if isinstance(report, dict) else (
-                report.replica_id.deployment_id if hasattr(report, "replica_id") else report.deployment_id)
-            reports[deployment_id.app_name] = reports.get(deployment_id.app_name, 0) + 1
+            reports[app_name(report)] = reports.get(app_name(report), 0) + 1
             return record(self, report)
         return record_and_count
 
-    for name in ("record_request_metrics_for_replica", "record_request_metrics_for_handle",
-                 "record_columnar_metrics_for_handle"):
-        setattr(AutoscalingStateManager, name, counting(getattr(AutoscalingStateManager, name)))
+    for name, app_name in app_of.items():
+        setattr(AutoscalingStateManager, name, counting(getattr(AutoscalingStateManager, name), app_name))
 
     def resting(app: ApplicationState) -> bool:
         manager = app._autoscaling_state_manager
