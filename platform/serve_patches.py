@@ -6,7 +6,8 @@ applied once and only to the names it expects (a Serve upgrade that renames them
 at import, not at run time).
 
 The router patches make a wake-up from zero carry its request (cold starts) and quiet
-idle handles; the controller patches remove the work Serve's controller repeated every
+idle handles; the replica patch counts requests waiting in a replica (HAProxy ingress) as
+load, so apps scale out; the controller patches remove the work Serve's controller repeated every
 0.1 s for every app, idle or not: reconciling it, deciding its scale and rebuilding
 HAProxy's view of it. Together they took a node with 200 idle apps from 44 % idle CPU to
 about 15 %, measured with `bench/density.py`; `bench/coldstart.py` checks wake-ups.
@@ -19,9 +20,10 @@ from typing import Any, Optional
 
 from ray.serve._private.application_state import ApplicationState
 from ray.serve._private.autoscaling_state import AutoscalingStateManager
-from ray.serve._private.common import DeploymentID, ReplicaState
+from ray.serve._private.common import RUNNING_REQUESTS_KEY, DeploymentID, ReplicaState
 from ray.serve._private.controller import ServeController
 from ray.serve._private.metrics_utils import MetricsPusher, _MetricsTask
+from ray.serve._private.replica import Replica, ReplicaMetricsManager
 from ray.serve._private.router import RouterMetricsManager
 from ray.serve._private.utils import is_grpc_enabled
 
@@ -146,6 +148,36 @@ def _patch_controller_target_groups() -> None:
         same_groups_without_replicas)
 
 
+def _patch_replica_load() -> None:
+    """With the HAProxy ingress a replica serves HTTP itself, and HAProxy hands it every
+    request routed to it: those beyond `max_ongoing_requests` wait inside the replica for
+    a slot. Serve's replica reports count only the requests running, so a replica with two
+    running and six waiting told the autoscaler "2 of a target of 2" and the app never
+    scaled up. Each sample also counts the waiting ones (Serve's own proxy queues them in
+    its handle instead, which reports them)."""
+    sample = ReplicaMetricsManager._add_autoscaling_metrics_point_async
+    if getattr(sample, _PATCHED, False):
+        return
+    init = Replica.__init__
+
+    def init_linking_load(self: Replica, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        self._metrics_manager._tenantserve_replica = self  # type: ignore[attr-defined]
+
+    async def sample_running_and_waiting(self: ReplicaMetricsManager) -> None:
+        await sample(self)
+        replica = getattr(self, "_tenantserve_replica", None)
+        waiting = replica._num_queued_requests if replica is not None else 0
+        if waiting and self.should_collect_ongoing_requests():
+            # A later point at the same moment: the series reads running + waiting from here.
+            self._metrics_store.add_metrics_point(
+                {RUNNING_REQUESTS_KEY: self._num_ongoing_requests + waiting}, time.time())
+
+    setattr(sample_running_and_waiting, _PATCHED, True)
+    Replica.__init__ = init_linking_load  # type: ignore[method-assign]
+    ReplicaMetricsManager._add_autoscaling_metrics_point_async = sample_running_and_waiting  # type: ignore[method-assign]
+
+
 def _deployment_states(app: ApplicationState) -> Optional[tuple[Any, ...]]:
     """The app's deployments as the controller holds them: each one's state, its target
     (replaced whenever its deploy info, replica count or deletion changes) and the routes
@@ -251,6 +283,7 @@ def _patch_autoscale_at_rest() -> None:
 
 
 _patch_router_metrics()
+_patch_replica_load()
 _patch_controller_target_groups()
 _patch_app_reconcile()
 _patch_autoscale_at_rest()
