@@ -15,8 +15,12 @@ about 15 %, measured with `bench/density.py`; `bench/coldstart.py` checks wake-u
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import functools
+import inspect
 import time
-from typing import Any, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 from ray.serve._private.application_state import ApplicationState
 from ray.serve._private.autoscaling_state import AutoscalingStateManager
@@ -26,9 +30,11 @@ from ray.serve._private.metrics_utils import MetricsPusher, _MetricsTask
 from ray.serve._private.replica import Replica, ReplicaMetricsManager
 from ray.serve._private.router import RouterMetricsManager
 from ray.serve._private.utils import is_grpc_enabled
+from ray.serve.schema import ApplicationStatus, ProxyStatus
 
 _PATCHED = "_tenantserve_patched"
 QUIET_INTERVAL_S = 1.0
+SETTLED_LOOP_S = 1.0
 
 
 def _idle_for(router: RouterMetricsManager) -> float:
@@ -231,6 +237,26 @@ def _patch_app_reconcile() -> None:
     ApplicationState._reconcile_target_deployments = reconcile_on_change  # type: ignore[method-assign]
 
 
+class _ReportKind(NamedTuple):
+    """How one kind of autoscaling report names its app and says whether it counts requests."""
+
+    app_name: Callable[[Any], str]
+    carries_load: Callable[[Any], bool]
+
+
+_REPORT_KINDS = {
+    "record_request_metrics_for_replica": _ReportKind(
+        lambda report: report.replica_id.deployment_id.app_name,
+        lambda report: any(point.value for series in report.metrics.values() for point in series)),
+    "record_request_metrics_for_handle": _ReportKind(
+        lambda report: report.deployment_id.app_name,
+        lambda report: report.total_requests > 0),
+    "record_columnar_metrics_for_handle": _ReportKind(
+        lambda report: report["deployment_id"].app_name,
+        lambda report: bool(report["q_val"].any() or report["val"].any())),
+}
+
+
 def _patch_autoscale_at_rest() -> None:
     """Serve's controller runs the autoscaling policy of every deployment every loop. A
     deployment at its lower bound whose last decision counted no requests cannot change
@@ -241,20 +267,18 @@ def _patch_autoscale_at_rest() -> None:
     if getattr(original, _PATCHED, False):
         return
     reports: dict[str, int] = {}
-    app_of = {  # each report kind names its deployment its own way
-        "record_request_metrics_for_replica": lambda report: report.replica_id.deployment_id.app_name,
-        "record_request_metrics_for_handle": lambda report: report.deployment_id.app_name,
-        "record_columnar_metrics_for_handle": lambda report: report["deployment_id"].app_name,
-    }
 
-    def counting(record: Any, app_name: Any) -> Any:
+    def counting(record: Any, kind: _ReportKind) -> Any:
         def record_and_count(self: AutoscalingStateManager, report: Any) -> Any:
-            reports[app_name(report)] = reports.get(app_name(report), 0) + 1
+            app_name = kind.app_name(report)
+            reports[app_name] = reports.get(app_name, 0) + 1
+            if kind.carries_load(report):
+                _wake_control_loop()
             return record(self, report)
         return record_and_count
 
-    for name, app_name in app_of.items():
-        setattr(AutoscalingStateManager, name, counting(getattr(AutoscalingStateManager, name), app_name))
+    for name, kind in _REPORT_KINDS.items():
+        setattr(AutoscalingStateManager, name, counting(getattr(AutoscalingStateManager, name), kind))
 
     def resting(app: ApplicationState) -> bool:
         manager = app._autoscaling_state_manager
@@ -282,8 +306,80 @@ def _patch_autoscale_at_rest() -> None:
     ApplicationState.autoscale = autoscale_unless_resting  # type: ignore[method-assign]
 
 
+class _Wake:
+    """The controller's wake-up call: set from its RPC handlers, awaited by its loop."""
+
+    loop: Optional[asyncio.AbstractEventLoop] = None
+    event: Optional[asyncio.Event] = None
+
+
+def _wake_control_loop() -> None:
+    if _Wake.loop is not None and _Wake.event is not None:
+        _Wake.loop.call_soon_threadsafe(_Wake.event.set)
+
+
+def _settled(controller: ServeController) -> bool:
+    """Nothing for the controller to do until something tells it: every app runs and
+    rests (or does not autoscale), every deployment has its target of replicas, all
+    running, and every proxy is healthy."""
+    if controller._shutting_down or not controller.done_recovering_event.is_set():
+        return False
+    for app in controller.application_state_manager._application_states.values():
+        if app.status != ApplicationStatus.RUNNING:
+            return False
+        if app.should_autoscale() and getattr(app, "_tenantserve_resting", None) is None:
+            return False
+    for state in controller.deployment_state_manager._deployment_states.values():
+        by_state = state._replicas._replicas
+        if any(replicas for kind, replicas in by_state.items() if kind != ReplicaState.RUNNING):
+            return False
+        if len(by_state.get(ReplicaState.RUNNING, ())) != state._target_state.target_num_replicas:
+            return False
+    proxies = controller.proxy_state_manager
+    return proxies is None or all(
+        proxy.status == ProxyStatus.HEALTHY for proxy in proxies._proxy_states.values())
+
+
+def _patch_control_loop() -> None:
+    """Serve's controller runs its loop every 0.1 s (reconcile, autoscale, health checks,
+    routing tables) whether or not anything happens; with the patches above each idle loop
+    is cheap, but 200 apps still cost a few percent of the node. Once everything is
+    settled, the loop waits up to SETTLED_LOOP_S between steps, and any call that can
+    change something ends the wait at once: a deploy, delete or scale request, or an
+    autoscaling report that counts requests (the first request to an app at zero is one).
+    Health checks and node changes are then noticed within SETTLED_LOOP_S instead of 0.1 s."""
+    step = ServeController.run_control_loop_step
+    if getattr(step, _PATCHED, False):
+        return
+
+    async def step_then_wait_while_settled(self: ServeController, *args: Any) -> None:
+        await step(self, *args)
+        if _Wake.event is None:
+            _Wake.loop, _Wake.event = asyncio.get_running_loop(), asyncio.Event()
+        if _settled(self):
+            _Wake.event.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(_Wake.event.wait(), SETTLED_LOOP_S)
+
+    def waking(method: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(method)
+        def wake_then_call(self: ServeController, *args: Any, **kwargs: Any) -> Any:
+            _wake_control_loop()
+            return method(self, *args, **kwargs)
+        return wake_then_call
+
+    for name in ("deploy_applications", "deploy_application", "apply_config", "delete_apps",
+                 "update_deployment_replicas", "shutdown", "reconfigure_global_logging_config"):
+        method = getattr(ServeController, name)
+        assert not inspect.iscoroutinefunction(method), name
+        setattr(ServeController, name, waking(method))
+    setattr(step_then_wait_while_settled, _PATCHED, True)
+    ServeController.run_control_loop_step = step_then_wait_while_settled  # type: ignore[method-assign]
+
+
 _patch_router_metrics()
 _patch_replica_load()
 _patch_controller_target_groups()
 _patch_app_reconcile()
 _patch_autoscale_at_rest()
+_patch_control_loop()
