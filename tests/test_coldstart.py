@@ -2,6 +2,7 @@
 waiting: a spare the platform keeps on each node, its modules imported."""
 
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -48,3 +49,16 @@ def test_an_app_at_zero_wakes_in_a_waiting_worker(cli, http) -> None:
     assert started_at(answer.json()["pid"]) < sent, "the replica started in a new process"
 
     cli("apps", "delete", "wakes-warm", "--user", "rita")
+
+
+def test_a_spare_that_dies_is_replaced() -> None:
+    def spares_up_for(seconds: float) -> dict[int, float]:
+        now = time.clock_gettime(time.CLOCK_BOOTTIME)
+        return {pid: at for pid, at in idle_workers().items() if now - at > seconds}
+
+    # One that has had time to register with its raylet: the keeper counts it as a spare.
+    spare = next(iter(wait_until(lambda: spares_up_for(5), "a spare worker up for 5 s", timeout=60, every=0.5)))
+    killed_at = time.clock_gettime(time.CLOCK_BOOTTIME)
+    os.kill(spare, signal.SIGKILL)
+    wait_until(lambda: [pid for pid, at in idle_workers().items() if at >= killed_at - 0.01],
+               "the keeper to start another spare", timeout=60, every=0.5)
