@@ -7,10 +7,11 @@ at import, not at run time).
 
 The router patches make a wake-up from zero carry its request (cold starts) and quiet
 idle handles; the replica patch counts requests waiting in a replica (HAProxy ingress) as
-load, so apps scale out; the controller patches remove the work Serve's controller repeated every
-0.1 s for every app, idle or not: reconciling it, deciding its scale and rebuilding
-HAProxy's view of it. Together they took a node with 200 idle apps from 44 % idle CPU to
-about 15 %, measured with `bench/density.py`; `bench/coldstart.py` checks wake-ups.
+load, so apps scale out; the controller patches remove the work Serve's controller
+repeated every 0.1 s for every app, idle or not (reconciling it, deciding its scale,
+rebuilding HAProxy's view of it), and let its loop wait while nothing is happening.
+Together they took a node with 200 idle apps from 44 % idle CPU to under 10 %, measured
+with `bench/density.py`; `bench/coldstart.py` checks wake-ups.
 """
 
 from __future__ import annotations
@@ -363,10 +364,12 @@ def _patch_control_loop() -> None:
 
     def waking(method: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(method)
-        def wake_then_call(self: ServeController, *args: Any, **kwargs: Any) -> Any:
-            _wake_control_loop()
-            return method(self, *args, **kwargs)
-        return wake_then_call
+        def call_then_wake(self: ServeController, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return method(self, *args, **kwargs)
+            finally:
+                _wake_control_loop()
+        return call_then_wake
 
     for name in ("deploy_applications", "deploy_application", "apply_config", "delete_apps",
                  "update_deployment_replicas", "shutdown", "reconfigure_global_logging_config"):
