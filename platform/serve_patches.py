@@ -322,7 +322,7 @@ def _wake_control_loop() -> None:
 def _settled(controller: ServeController) -> bool:
     """Nothing for the controller to do until something tells it: every app runs and
     rests (or does not autoscale), every deployment has its target of replicas, all
-    running, and every proxy is healthy."""
+    running, and every proxy (HAProxy's fallback proxy too) is healthy, none stopping."""
     if controller._shutting_down or not controller.done_recovering_event.is_set():
         return False
     for app in controller.application_state_manager._application_states.values():
@@ -337,8 +337,12 @@ def _settled(controller: ServeController) -> bool:
         if len(by_state.get(ReplicaState.RUNNING, ())) != state._target_state.target_num_replicas:
             return False
     proxies = controller.proxy_state_manager
-    return proxies is None or all(
-        proxy.status == ProxyStatus.HEALTHY for proxy in proxies._proxy_states.values())
+    if proxies is None:
+        return True
+    if proxies._stopping_proxy_states:
+        return False
+    fallback = [proxies._fallback_proxy_state] if proxies._fallback_proxy_state is not None else []
+    return all(proxy.status == ProxyStatus.HEALTHY for proxy in [*proxies._proxy_states.values(), *fallback])
 
 
 def _patch_control_loop() -> None:
@@ -363,6 +367,13 @@ def _patch_control_loop() -> None:
                 await asyncio.wait_for(_Wake.event.wait(), SETTLED_LOOP_S)
 
     def waking(method: Callable[..., Any]) -> Callable[..., Any]:
+        if inspect.iscoroutinefunction(method):
+            @functools.wraps(method)
+            async def wake_on_first_wait(self: ServeController, *args: Any, **kwargs: Any) -> Any:
+                _wake_control_loop()  # the loop's next turn: after the call's first step
+                return await method(self, *args, **kwargs)
+            return wake_on_first_wait
+
         @functools.wraps(method)
         def call_then_wake(self: ServeController, *args: Any, **kwargs: Any) -> Any:
             try:
@@ -372,10 +383,9 @@ def _patch_control_loop() -> None:
         return call_then_wake
 
     for name in ("deploy_applications", "deploy_application", "apply_config", "delete_apps",
-                 "update_deployment_replicas", "shutdown", "reconfigure_global_logging_config"):
-        method = getattr(ServeController, name)
-        assert not inspect.iscoroutinefunction(method), name
-        setattr(ServeController, name, waking(method))
+                 "update_deployment_replicas", "reconfigure_global_logging_config",
+                 "record_request_routing_info", "graceful_shutdown"):
+        setattr(ServeController, name, waking(getattr(ServeController, name)))
     setattr(step_then_wait_while_settled, _PATCHED, True)
     ServeController.run_control_loop_step = step_then_wait_while_settled  # type: ignore[method-assign]
 
