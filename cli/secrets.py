@@ -9,7 +9,8 @@ from rich.table import Table
 
 from tenantserve.platform.cluster import state_dir
 from tenantserve.platform.registry import Registry
-from tenantserve.platform.secrets import SecretBox, check_secret_name, key_file, load_key
+from tenantserve.platform.naming import check_secret_name
+from tenantserve.platform.secrets import SecretBox, key_file, load_key
 
 from .common import acting_user, console, friendly_errors, user_option
 

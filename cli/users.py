@@ -10,7 +10,7 @@ from rich.table import Table
 from tenantserve.platform.naming import check_name
 from tenantserve.platform.registry import Quota, Registry
 
-from .common import acting_user, caller, console, friendly_errors, save_key, user_option
+from .common import acting_user, address_option, caller, connect_cluster, console, friendly_errors, save_key, user_option
 
 
 @click.group("users")
@@ -48,6 +48,29 @@ def list_users() -> None:
     for name, admin in registry.list_users():
         table.add_row(name, "yes" if admin else "")
     console.print(table)
+
+
+@users_group.command("clean-names")
+@click.option("--dry-run", is_flag=True, help="Only list what would be removed.")
+@address_option
+@friendly_errors
+def clean_names(dry_run: bool, address: Optional[str]) -> None:
+    """Remove users, apps and secrets stored or deployed under names the rules refuse."""
+    from tenantserve.platform.apps import clean_invalid_names
+
+    registry = Registry()
+    _require_admin(registry)
+    connect_cluster(address)
+    found = clean_invalid_names(registry, dry_run=dry_run)
+    verb = "would remove" if dry_run else "removed"
+    lines = [*(f"user {name!r} (with its keys, secrets and apps)" for name in found.registry.users),
+             *(f"app {owner!r}/{name!r}" for owner, name in found.registry.apps),
+             *(f"secret {name!r} of {owner!r}" for owner, name in found.registry.secrets),
+             *(f"Serve app {name!r}" for name in found.serve_apps)]
+    for line in lines:
+        console.print(f"{verb} {line}", markup=False)
+    if not lines:
+        console.print("Every stored and deployed name follows the naming rules.")
 
 
 @users_group.command("quota")

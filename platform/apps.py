@@ -28,20 +28,20 @@ from tenantserve.adapters.fal.replica import SETUP_FAILED
 
 from . import environments
 from .cluster import serve_http_url, state_dir
-from .coldstart import spares_per_node, spares_target
-from .file_server import file_server_target
-from .queue_server import RESULTS_TTL_S, queue_server_target
+from .coldstart import APP_NAME as SPARES_APP, spares_per_node, spares_target
+from .file_server import APP_NAME as FILES_APP, file_server_target
+from .queue_server import APP_NAME as QUEUE_APP, RESULTS_TTL_S, queue_server_target
 from .files import FileStore
-from .naming import route_prefix, serve_app_name
+from .naming import InvalidNameError, is_valid_app_ref, route_prefix, serve_app_name
 from .placement import NodeShape, actor_resources, autoscaler_groups, node_shapes, running_nodes, waiting_reason
 from .quotas import QuotaError, check_quota
-from .registry import Registry, database_url
+from .registry import InvalidNames, Registry, database_url
 from .secrets import key_file
 
 Progress = Callable[[str], None]
 SERVICE_MODULES = (
-    "coldstart.py", "serve_patches.py", "file_server.py", "files.py", "queue_server.py", "queue.py", "auth.py",
-    "registry.py",
+    "coldstart.py", "serve_patches.py", "proxy_gate.py", "file_server.py", "files.py", "queue_server.py", "queue.py",
+    "auth.py", "bodies.py", "busy.py", "naming.py", "registry.py",
 )
 
 
@@ -74,6 +74,12 @@ def _serve_status(name: str) -> Optional[Any]:
     and took 0.8 s with 200 apps."""
     overview = _get_global_client().get_serve_status(name)
     return None if _state(overview.app_status.status) == "NOT_STARTED" else overview
+
+
+def _serve_app_names() -> set[str]:
+    """Every app Serve runs, by name: one cheap call to the controller."""
+    controller = _get_global_client()._controller
+    return {deployment.app_name for deployment in ray.get(controller.list_deployment_ids.remote())}
 
 
 def _app_details(overview: Any) -> dict[str, Any]:
@@ -213,14 +219,21 @@ def deploy(
     http_url: str,
     registry: Optional[Registry],
     progress: Progress = lambda line: None,
+    *,
+    register: bool = True,
 ) -> str:
-    """Deploy a bundle and wait until it answers; returns its URL or raises DeployError."""
-    name = serve_app_name(bundle.owner, bundle.app_name)
+    """Deploy a bundle and wait until it answers; returns its URL or raises DeployError.
+    With `register=False` (`platform run`'s ephemeral apps) the app counts against the
+    owner's quota but is not recorded, so it is not restored after a restart."""
+    try:
+        name = serve_app_name(bundle.owner, bundle.app_name)
+    except InvalidNameError as error:
+        raise DeployError(str(error)) from None
     previous = registry.get(bundle.owner, bundle.app_name) if registry else None
     registry_url = registry.url if registry else database_url()
     try:
         if registry is not None:
-            check_quota(registry, bundle)
+            check_quota(registry, bundle, deployed=_serve_app_names())
         config = _platform_config(registry_url)
         _apply(config, _target(bundle, config, progress=progress))
     except (UnplaceableError, QuotaError, environments.BuildError) as error:
@@ -232,7 +245,7 @@ def deploy(
         raise
     url = app_url(http_url, bundle.owner, bundle.app_name)
     _wait_answering(url, bundle.code_version)
-    if registry is not None:
+    if registry is not None and register:
         registry.put(bundle)
     return url
 
@@ -257,7 +270,7 @@ def restore_all(registry: Registry, progress: Progress = lambda line: None) -> l
         try:
             targets.append(_target(bundle, config, nodes))
             bundles.append(bundle)
-        except (UnplaceableError, environments.BuildError) as error:
+        except (UnplaceableError, environments.BuildError, InvalidNameError) as error:
             failures.append(f"{bundle.owner}/{bundle.app_name}: {error}")
     if targets:
         progress(f"deploying {len(targets)} registered app(s) again")
@@ -335,5 +348,40 @@ def list_apps(http_url: str, registry: Registry, owner: Optional[str] = None) ->
 
     return [
         _app_from_details(bundle, details.get(serve_app_name(bundle.owner, bundle.app_name)), http_url, nodes)
-        for bundle in registry.list(owner)
+        for bundle in registry.list(owner) if is_valid_app_ref(bundle.owner, bundle.app_name)
     ]
+
+
+PLATFORM_APPS = frozenset({FILES_APP, QUEUE_APP, SPARES_APP})
+
+
+@dataclass(frozen=True)
+class NameCleanup:
+    """What `clean_invalid_names` found (and removed unless it was a dry run)."""
+
+    registry: InvalidNames
+    serve_apps: list[str]  # Serve apps no valid `<user>.<app>` names: deployed under a bad name, never registered
+
+    def __bool__(self) -> bool:
+        return bool(self.registry or self.serve_apps)
+
+
+def clean_invalid_names(registry: Registry, dry_run: bool = False) -> NameCleanup:
+    """Find, and unless `dry_run` remove, what was stored or deployed under names the
+    naming rules refuse: registry rows (users with their keys, apps, secrets) and the
+    Serve apps running under such names."""
+    found = registry.invalid_names()
+    serve_names = set(serve.status().applications)
+    stray = sorted(name for name in serve_names if name not in PLATFORM_APPS and not _valid_serve_name(name))
+    stray += sorted(f"{owner}.{app}" for owner, app in found.apps
+                    if f"{owner}.{app}" in serve_names and f"{owner}.{app}" not in stray)
+    if not dry_run:
+        for name in stray:
+            serve.delete(name)
+        registry.purge(found)
+    return NameCleanup(found, stray)
+
+
+def _valid_serve_name(name: str) -> bool:
+    owner, sep, app = name.partition(".")
+    return bool(sep) and is_valid_app_ref(owner, app)

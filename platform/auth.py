@@ -1,28 +1,41 @@
-"""Who may call an app: `Authorization: Key <key_id>:<key_secret>` checked in the app's own
-ingress, so a refused request never reaches the endpoint and no gateway hop is added.
+"""Who may call an app or read its files: `Authorization: Key <key_id>:<key_secret>`,
+checked in the app's own ingress (so a refused request never reaches the endpoint and no
+gateway hop is added), in the queue, in the file server and when an app reads a file
+input. One table for all of them:
 
-| app mode  | no or bad key | another user's key | the owner's key |
+| mode      | no or bad key | another user's key | the owner's key |
 |-----------|---------------|--------------------|-----------------|
 | `private` | 401           | 403                | served          |
 | `shared`  | 401           | served             | served          |
 | `public`  | served        | served             | served          |
 
-Private apps answer 403, not 404, to a valid key of another user: the app's existence is
-not a secret worth a misleading status, and 403 tells the caller which key to fix.
+An app's mode is set at deploy; a file has the mode of the app that made it, and an
+upload is private to its uploader. Admins are users like others here: their privileges
+are in the control plane (acting for a user with `--user`), not in reading a user's
+private apps or files. Private apps answer 403, not 404, to a valid key of another user:
+the app's existence is not a secret worth a misleading status, and 403 tells the caller
+which key to fix. The only keyless route of a non-public app is the platform's own
+`GET /health`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import json
 import time
-from typing import Any, Awaitable, Callable, Optional
+from typing import Any, Awaitable, Callable, Iterator, Optional
 
 from .registry import Registry
 
 ASGIApp = Callable[[dict, Callable[[], Awaitable[dict]], Callable[[dict], Awaitable[None]]], Awaitable[None]]
 AUTH_MODES = ("private", "shared", "public")
 CACHE_SECONDS = 10.0
+
+# The user whose request a replica is serving now (None: an anonymous caller of a public
+# app), for the checks made on that user's behalf deeper down, such as reading file inputs.
+CALLER: contextvars.ContextVar[Optional[str]] = contextvars.ContextVar("tenantserve_caller", default=None)
 
 
 def key_from_header(value: Optional[str]) -> Optional[str]:
@@ -31,6 +44,30 @@ def key_from_header(value: Optional[str]) -> Optional[str]:
         return None
     scheme, _, key = value.strip().partition(" ")
     return key.strip() if scheme.lower() in ("key", "bearer") and key.strip() else None
+
+
+MISSING_KEY = "Missing or invalid API key: send 'Authorization: Key <key_id>:<key_secret>'"
+
+
+def refusal(mode: str, owner: str, caller: Optional[str], what: str = "app") -> Optional[tuple[int, str]]:
+    """(status, detail) when `caller` (None: no valid key) may not use the `what` (an app,
+    a file) that `owner` has in `mode`; None when it may."""
+    if mode == "public":
+        return None
+    if caller is None:
+        return 401, MISSING_KEY
+    if mode == "private" and caller != owner:
+        return 403, f"This {what} is private to {owner}"
+    return None
+
+
+def is_platform_health(scope: dict, path: Optional[str] = None) -> bool:
+    """The platform's own health route: `GET /health` (or HEAD) of an app, the one route of
+    a non-public app that needs no key. An app's own endpoint at `/health` is a POST or a
+    websocket and needs the app's key like any other. `path`: the path within the app,
+    when the scope's root path does not say where the app starts."""
+    within = path if path is not None else _relative(scope)
+    return scope["type"] == "http" and scope.get("method") in ("GET", "HEAD") and within == "/health"
 
 
 class KeyCache:
@@ -58,24 +95,52 @@ class KeyCache:
         return user
 
 
+class _NotLoad:
+    in_flight = 0
+
+
+def not_load_in_flight() -> int:
+    """Requests this process is refusing or answering health checks for right now: Serve
+    counts them among a replica's ongoing requests, but they are no load to scale on
+    (serve_patches subtracts them)."""
+    return _NotLoad.in_flight
+
+
+@contextlib.contextmanager
+def _not_load() -> Iterator[None]:
+    _NotLoad.in_flight += 1
+    try:
+        yield
+    finally:
+        _NotLoad.in_flight -= 1
+
+
 class AuthMiddleware:
     def __init__(self, app: ASGIApp, owner: str, mode: str, registry: Registry) -> None:
         if mode not in AUTH_MODES:
             raise ValueError(f"unknown auth mode {mode!r}")
         self.app, self.owner, self.mode = app, owner, mode
-        self._keys = KeyCache(registry) if mode != "public" else None
+        self._keys = KeyCache(registry)
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if self._keys is None or scope["type"] not in ("http", "websocket") or _relative(scope) == "/health":
+        if scope["type"] not in ("http", "websocket"):
             return await self.app(scope, receive, send)
-        headers = dict(scope.get("headers") or [])
-        user = await self._keys.caller(headers.get(b"authorization", b"").decode("latin-1"))
-        if user is None:
-            return await _refuse(scope, receive, send, 401, "Missing or invalid API key: send 'Authorization: Key <key_id>:<key_secret>'")
-        if self.mode == "private" and user != self.owner:
-            return await _refuse(scope, receive, send, 403, f"This app is private to {self.owner}")
+        if is_platform_health(scope):
+            with _not_load():
+                return await self.app(scope, receive, send)
+        # A public app needs no key, but one sent still names the caller (for file inputs).
+        authorization = dict(scope.get("headers") or []).get(b"authorization")
+        user = await self._keys.caller(authorization.decode("latin-1")) if authorization else None
+        refused = refusal(self.mode, self.owner, user)
+        if refused is not None:
+            with _not_load():
+                return await refuse(scope, receive, send, *refused)
         scope.setdefault("state", {})["tenantserve_user"] = user
-        await self.app(scope, receive, send)
+        token = CALLER.set(user)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            CALLER.reset(token)
 
 
 def _relative(scope: dict) -> str:
@@ -83,7 +148,8 @@ def _relative(scope: dict) -> str:
     return path[len(root):] if root and path.startswith(root) else path
 
 
-async def _refuse(scope: dict, receive: Any, send: Any, status: int, detail: str) -> None:
+async def refuse(scope: dict, receive: Any, send: Any, status: int, detail: str) -> None:
+    """Answer an HTTP request or websocket handshake with fal's error body."""
     body = json.dumps({"detail": detail}).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     if status == 401:

@@ -32,13 +32,16 @@ DEFAULT_DASHBOARD_PORT = 8265
 # does not also log to stderr. Serve's handles and replicas export their request metrics
 # every second, not every 0.1 s: the proxy holds a handle per app, each with that timer.
 # Ray's log monitor looks for new worker log files every 0.5 s, not every 0.1 s (each look
-# lists the logs folder, which gains files with every replica started).
+# lists the logs folder, which gains files with every replica started). Calls through
+# Serve's handles (the queue's, among them) carry up to 256 MiB instead of gRPC's default
+# 4 MiB, which failed queued requests over 4 MiB with a raw gRPC error.
 CLUSTER_ENV = {
     "RAY_SERVE_HANDLE_AUTOSCALING_METRIC_PUSH_INTERVAL_S": "0.2",
     "RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S": "0.2",
     "RAY_SERVE_LOG_TO_STDERR": "0",
     "RAY_SERVE_METRICS_EXPORT_INTERVAL_MS": "1000",
     "RAY_LOG_MONITOR_MANY_FILES_THRESHOLD": "0",
+    "RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH": str(256 << 20),
 }
 
 
@@ -87,7 +90,8 @@ def haproxy_env(temp_dir: str, binary: str) -> dict[str, str]:
     straight to a replica's own HTTP server, with no Python proxy between them.
 
     Serve's HAProxy files and ports default to fixed places (/tmp/haproxy-serve, 8404,
-    9101); each cluster gets its own, so two platforms can share a machine. The folder's
+    9101, and 8500 for the proxy behind it); each cluster gets its own, so two platforms
+    can share a machine. The folder's
     path stays short: Serve puts the 56-character node id inside it, and a socket's path
     must fit in 107 bytes.
 
@@ -130,6 +134,11 @@ def haproxy_env(temp_dir: str, binary: str) -> dict[str, str]:
         "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": f"{folder}/metrics.sock",
         "RAY_SERVE_HAPROXY_STATS_PORT": str(_free_port()),
         "RAY_SERVE_HAPROXY_METRICS_PORT": str(_free_port()),
+        # HAProxy sends requests for apps with no replica running (scaled to zero) to
+        # Serve's fallback proxy, at 8500 by default: a second platform on the machine
+        # then took the first one's cold starts, and answered them with 404s.
+        "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(_free_port()),
+        "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(_free_port()),
         "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": str(DRAINING_PERIOD_S),
         "RAY_SERVE_HAPROXY_HEALTH_CHECK_INTER": HEALTH_CHECK_INTER,
     }
@@ -162,6 +171,7 @@ class ClusterInfo:
     temp_dir: Optional[str] = None
     ingress: str = "proxy"  # "haproxy" or "proxy": what answers on the HTTP port
     node_env: dict[str, str] = field(default_factory=dict)  # what a node joining this cluster starts with
+    client_server_port: Optional[int] = None  # Ray's client server, which outlives `ray start`'s process tree
     fresh: bool = False  # started by this call: the registry's apps must be deployed again
 
 
@@ -252,9 +262,12 @@ def up(
         args.append(f"--resources={json.dumps(resources)}")
     # Ray's fixed default ports for its node agents would clash with any other Ray
     # cluster on this machine (the second one's log and metrics agents would not start).
+    # Ray's client server (`ray://`, which the platform does not use) cannot be left out
+    # of a head node: it gets a port of its own too, and `down` stops it by that port.
+    client_server_port = _free_port()
     args += [
         f"--dashboard-agent-listen-port={_free_port()}", f"--dashboard-agent-grpc-port={_free_port()}",
-        f"--runtime-env-agent-port={_free_port()}",
+        f"--runtime-env-agent-port={_free_port()}", f"--ray-client-server-port={client_server_port}",
     ]
     metrics_port = metrics_port or _free_port()
     args.append(f"--metrics-export-port={metrics_port}")
@@ -284,6 +297,7 @@ def up(
         temp_dir=temp_dir,
         ingress=ingress,
         node_env=env,
+        client_server_port=client_server_port,
     )
     _state_file().write_text(json.dumps(asdict(info)))
     info.fresh = True
@@ -339,10 +353,10 @@ def _process(pid: int) -> Optional[tuple[int, str]]:
         return None
 
 
-def _cluster_processes(marker: str) -> dict[int, str]:
-    """{pid: start time} of the processes whose command line names `marker`, and of all
-    their descendants (Ray's agents and workers rename themselves `ray::...`, so only
-    their ancestry tells)."""
+def _cluster_processes(*markers: str) -> dict[int, str]:
+    """{pid: start time} of the processes whose command line names every one of
+    `markers`, and of all their descendants (Ray's agents and workers rename themselves
+    `ray::...`, so only their ancestry tells)."""
     table: dict[int, tuple[int, str]] = {}
     found: set[int] = set()
     for entry in Path("/proc").iterdir():
@@ -353,7 +367,8 @@ def _cluster_processes(marker: str) -> dict[int, str]:
             continue
         table[int(entry.name)] = info
         try:
-            if marker in (entry / "cmdline").read_bytes().decode(errors="replace"):
+            command = (entry / "cmdline").read_bytes().decode(errors="replace")
+            if all(marker in command for marker in markers):
                 found.add(int(entry.name))
         except OSError:
             continue
@@ -364,10 +379,10 @@ def _cluster_processes(marker: str) -> dict[int, str]:
         found |= children
 
 
-def _stop_processes(marker: str, grace: float = 3) -> None:
-    """SIGTERM the cluster's processes (found before any dies, while the tree is whole),
-    then SIGKILL stragglers."""
-    processes = _cluster_processes(marker)
+def _stop_processes(*markers: str, grace: float = 3) -> None:
+    """SIGTERM the processes `_cluster_processes` finds (found before any dies, while the
+    tree is whole), then SIGKILL stragglers."""
+    processes = _cluster_processes(*markers)
 
     def alive() -> list[int]:  # the same processes: a reused pid has another start time
         return [pid for pid, started in processes.items() if (_process(pid) or (0, ""))[1] == started]
@@ -439,6 +454,8 @@ def down() -> bool:
         ray.shutdown()
     if current.temp_dir and Path("/proc").is_dir():
         _stop_processes(current.temp_dir)
+        if current.client_server_port:
+            _stop_processes("ray.util.client.server", f"--port={current.client_server_port}\0")
     else:
         _ray_cli("stop")
     if current.temp_dir:

@@ -8,25 +8,30 @@ route signatures, and string annotations (`request: "Request"`) become query par
 import asyncio
 import json
 import logging
+import tempfile
 from typing import Any, Optional
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from ray import serve
 from ray.serve import RunTarget
+from sqlalchemy.exc import OperationalError
 
-from .auth import KeyCache
+from .auth import KeyCache, refusal
+from .bodies import MAX_UPLOAD_BYTES, BodyError, declared_length, too_large
+from .busy import registry_busy
 from .files import FILES_ROUTE, FileStore
 from .registry import Registry
 
 logger = logging.getLogger("ray.serve")
 
 APP_NAME = "files"
-MAX_UPLOAD_BYTES = 512 * 1024 * 1024
+SPOOL_BYTES = 8 << 20
 SWEEP_EVERY_S = 600
 LIFECYCLE_HEADER = "x-fal-object-lifecycle-preference"  # fal's way to ask for a shorter lifetime
 
 api = FastAPI(title="tenantserve files")
+api.add_exception_handler(OperationalError, registry_busy)
 
 
 def _error(status: int, detail: str) -> JSONResponse:
@@ -62,21 +67,32 @@ class FileServer:
     @api.post("/upload")
     async def upload(self, request: Request) -> Response:
         """The request body becomes a file, private to the uploader over HTTP; its URL is
-        what an app's `File`/`Image` input takes."""
+        what an app's `File`/`Image` input takes. The body goes to the store in pieces
+        (through a spool file past SPOOL_BYTES), and is refused as soon as it passes
+        MAX_UPLOAD_BYTES."""
         user = await self.keys.caller(request.headers.get("authorization"))
         if user is None:
             return _error(401, "Uploading needs an API key: send 'Authorization: Key <key_id>:<key_secret>'")
-        if int(request.headers.get("content-length") or 0) > MAX_UPLOAD_BYTES:
-            return _error(413, f"Files are limited to {MAX_UPLOAD_BYTES >> 20} MiB")
-        data = await request.body()
-        if len(data) > MAX_UPLOAD_BYTES:
-            return _error(413, f"Files are limited to {MAX_UPLOAD_BYTES >> 20} MiB")
-        name = request.headers.get("x-fal-file-name") or request.query_params.get("file_name")
-        content_type = request.headers.get("content-type") or "application/octet-stream"
-        stored = await asyncio.to_thread(
-            self.store.put, data, owner=user, auth="private", content_type=content_type, file_name=name,
-            ttl_s=_lifetime(request),
-        )
+        try:
+            declared = declared_length(request.headers)
+            if declared is not None and declared > MAX_UPLOAD_BYTES:
+                raise too_large(MAX_UPLOAD_BYTES, hint="")
+            with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES) as spool:
+                size = 0
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > MAX_UPLOAD_BYTES:
+                        raise too_large(MAX_UPLOAD_BYTES, hint="")
+                    spool.write(chunk)
+                spool.seek(0)
+                name = request.headers.get("x-fal-file-name") or request.query_params.get("file_name")
+                content_type = request.headers.get("content-type") or "application/octet-stream"
+                stored = await asyncio.to_thread(
+                    self.store.put_stream, spool, size, owner=user, auth="private", content_type=content_type,
+                    file_name=name, ttl_s=_lifetime(request),
+                )
+        except BodyError as error:
+            return error.response()
         return JSONResponse({"url": self.public_url + stored.path(), "content_type": stored.content_type,
                              "file_name": stored.file_name, "file_size": stored.file_size})
 
@@ -85,12 +101,12 @@ class FileServer:
         stored = await asyncio.to_thread(self.store.find, file_id)
         if stored is None:
             return _error(404, "File not found (unknown or expired)")
+        user = None
         if stored.auth != "public":
             user = await self.keys.caller(request.headers.get("authorization"))
-            if user is None:
-                return _error(401, "This file needs an API key: send 'Authorization: Key <key_id>:<key_secret>'")
-            if stored.auth == "private" and user != stored.owner and not await asyncio.to_thread(self.registry.user, user):
-                return _error(403, f"This file is private to {stored.owner}")
+        refused = refusal(stored.auth, stored.owner, user, what="file")
+        if refused is not None:
+            return _error(*refused)
         data = await asyncio.to_thread(self.store.read, stored)
         cache = "public, max-age=3600" if stored.auth == "public" else "private, no-store"
         return Response(data, media_type=stored.content_type, headers={

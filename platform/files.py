@@ -10,20 +10,25 @@ URL-safe characters: a name cannot be guessed, and it is never a path.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
 import secrets
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Optional
+from typing import BinaryIO, Optional
 from urllib.parse import quote, unquote, urlsplit
 
 import fsspec
 
+from .auth import CALLER, refusal
+
 FILES_ROUTE = "/files"
 DEFAULT_TTL_S = 7 * 24 * 3600.0
+COPY_CHUNK = 1 << 20
 _ID = re.compile(r"^[A-Za-z0-9_-]{32}$")
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -66,12 +71,19 @@ class FileStore:
     def put(self, data: bytes, *, owner: str, auth: str, content_type: str, file_name: Optional[str],
             ttl_s: Optional[float] = None) -> StoredFile:
         """Store bytes; `ttl_s` may shorten the store's lifetime, never extend it."""
+        return self.put_stream(io.BytesIO(data), len(data), owner=owner, auth=auth, content_type=content_type,
+                               file_name=file_name, ttl_s=ttl_s)
+
+    def put_stream(self, source: BinaryIO, size: int, *, owner: str, auth: str, content_type: str,
+                   file_name: Optional[str], ttl_s: Optional[float] = None) -> StoredFile:
+        """Store `size` bytes read from `source` in pieces, never all of them in memory."""
         lifetime = min(ttl_s, self.ttl_s) if ttl_s else self.ttl_s
         stored = StoredFile(
             id=secrets.token_urlsafe(24), owner=owner, auth=auth, content_type=content_type,
-            file_name=safe_file_name(file_name), file_size=len(data), expires_at=time.time() + lifetime,
+            file_name=safe_file_name(file_name), file_size=size, expires_at=time.time() + lifetime,
         )
-        self._fs.pipe_file(self._object(stored.id), data)
+        with self._fs.open(self._object(stored.id), "wb") as target:
+            shutil.copyfileobj(source, target, COPY_CHUNK)
         self._fs.pipe_file(self._object(f"{stored.id}.json"), json.dumps(asdict(stored)).encode())
         return stored
 
@@ -122,7 +134,9 @@ def file_id_of(url: str, public_url: str) -> Optional[str]:
 
 class AppStorage:
     """What `fal.toolkit` uses inside one app's replica: outputs stored under the app's
-    owner and auth mode, and this platform's file URLs read straight from the store."""
+    owner and auth mode, and this platform's file URLs read straight from the store, with
+    the rights of the user whose request is being served (`auth.CALLER`): an app reads a
+    file input only if its caller could read that file over HTTP."""
 
     def __init__(self, store: FileStore, public_url: str, owner: str, auth: str) -> None:
         self.store, self.public_url, self.owner, self.auth = store, public_url.rstrip("/"), owner, auth
@@ -132,11 +146,17 @@ class AppStorage:
         return self.public_url + stored.path()
 
     def download(self, url: str) -> Optional[bytes]:
-        """The bytes behind one of this platform's file URLs; None for other URLs."""
+        """The bytes behind one of this platform's file URLs; None for other URLs.
+        FileNotFoundError for an unknown or expired one, PermissionError for one the
+        request's caller may not read."""
         file_id = file_id_of(url, self.public_url)
         if file_id is None:
             return None
         stored = self.store.find(file_id)
         if stored is None:
             raise FileNotFoundError(f"{url} is unknown or expired")
+        caller = CALLER.get()
+        if refusal(stored.auth, stored.owner, caller, what="file") is not None:
+            who = f"user {caller}" if caller else "an anonymous caller"
+            raise PermissionError(f"{url} is not readable by the caller of this request ({who})")
         return self.store.read(stored)

@@ -16,6 +16,7 @@ from typing import Any, Optional
 
 from sqlalchemy import Column, Float, Integer, String, Table, Text, delete, func, insert, select, update
 
+from .bodies import dumps
 from .registry import Registry, metadata
 
 IN_QUEUE, IN_PROGRESS, COMPLETED, CANCELLED = "IN_QUEUE", "IN_PROGRESS", "COMPLETED", "CANCELLED"
@@ -87,7 +88,7 @@ class RequestQueue:
         request_id = str(uuid.uuid4())
         with self.engine.begin() as conn:
             conn.execute(insert(requests_table).values(
-                id=request_id, owner=owner, app=app, caller=caller, path=path, payload=json.dumps(payload),
+                id=request_id, owner=owner, app=app, caller=caller, path=path, payload=dumps(payload),
                 status=IN_QUEUE, attempts=0, max_attempts=MAX_ATTEMPTS if retry else 1, timeout_s=timeout_s,
                 logs="[]", webhook_url=webhook_url, webhook_state="pending" if webhook_url else None,
                 submitted_at=time.time(),
@@ -119,12 +120,6 @@ class RequestQueue:
             ).all()
         return [(row.owner, row.app) for row in rows]
 
-    def running_count(self, owner: str, app: str) -> int:
-        with self.engine.connect() as conn:
-            return conn.execute(select(func.count()).select_from(requests_table).where(
-                requests_table.c.owner == owner, requests_table.c.app == app,
-                requests_table.c.status == IN_PROGRESS)).scalar_one()
-
     def start_next(self, owner: str, app: str) -> Optional[QueuedRequest]:
         """Move the app's oldest queued request to IN_PROGRESS and return it."""
         with self.engine.begin() as conn:
@@ -144,10 +139,18 @@ class RequestQueue:
         return started
 
     def finish(self, request_id: str, status_code: int, result: Any, logs: list[dict[str, Any]]) -> None:
+        """Record the outcome. One that JSON cannot carry back (NaN, Infinity) is stored
+        as the 500 it would give a sync caller, so that every fetch of it answers."""
+        try:
+            result_text = dumps(result)
+        except (ValueError, TypeError, RecursionError):
+            status_code = 500
+            result_text = dumps({"detail": "The endpoint's answer is not valid JSON (NaN or Infinity in it)",
+                                 "request_id": request_id})
         with self.engine.begin() as conn:
             conn.execute(update(requests_table).where(
                 requests_table.c.id == request_id, requests_table.c.status == IN_PROGRESS,
-            ).values(status=COMPLETED, status_code=status_code, result=json.dumps(result), logs=json.dumps(logs),
+            ).values(status=COMPLETED, status_code=status_code, result=result_text, logs=json.dumps(logs, default=str),
                      finished_at=time.time()))
 
     def expire_unstarted(self) -> list[str]:

@@ -20,7 +20,7 @@ import asyncio
 import json
 import logging
 import time
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import httpx
 from fastapi import FastAPI, Request
@@ -29,8 +29,11 @@ from ray import serve
 from ray.exceptions import ActorUnavailableError, RayActorError
 from ray.serve import RunTarget
 from ray.serve.exceptions import RequestCancelledError
+from sqlalchemy.exc import OperationalError
 
-from .auth import KeyCache
+from .auth import KeyCache, refusal
+from .bodies import MAX_QUEUE_BYTES, BodyError, declared_length, parse_json, read_limited
+from .busy import registry_busy
 from .naming import serve_app_name
 from .queue import CANCELLED, COMPLETED, IN_PROGRESS, IN_QUEUE, START_TIMEOUT, QueuedRequest, RequestQueue
 from .registry import Registry
@@ -38,15 +41,18 @@ from .registry import Registry
 logger = logging.getLogger("ray.serve")
 
 APP_NAME = "queue"
+DEPLOYMENT_NAME = "QueueServer"
 ROUTE = "/queue"
 RESULTS_TTL_S = 7 * 24 * 3600.0
 WEBHOOK_DELAYS_S = (0, 1, 2, 4, 8)  # five tries, then the webhook is given up on
 CANCELLED_STATUS = 499
-CAPACITY_CACHE_S = 5.0
+REGISTERED_CACHE_S = 5.0  # how long an app's registered bundle is trusted: `apps scale` applies soon
 MAX_PATH = 500  # the registry's column holds 512
 APP_CHECK_S = 2.0
+RECORD_RETRY_S = (0.1, 2.0)  # first and longest wait between tries to record an outcome
 
 api = FastAPI(title="tenantserve queue")
+api.add_exception_handler(OperationalError, registry_busy)
 
 
 def _error(status: int, detail: str) -> JSONResponse:
@@ -89,7 +95,7 @@ class QueueServer:
         self.handles: dict[str, Any] = {}
         self.stopping = False
         self.per_app: dict[tuple[str, str], int] = {}
-        self.capacities: dict[tuple[str, str], tuple[float, Optional[int]]] = {}
+        self.bundles: dict[tuple[str, str], tuple[float, Any]] = {}
         self.wakeup = asyncio.Event()
         recovered = await asyncio.to_thread(self.queue.recover)
         if recovered:
@@ -138,15 +144,14 @@ class QueueServer:
         if bundle is None:
             return _error(404, f"No app {owner}/{app}")
         caller = await self.keys.caller(request.headers.get("authorization"))
-        mode = bundle.options.app_auth
-        if mode != "public" and caller is None:
-            return _error(401, "Missing or invalid API key: send 'Authorization: Key <key_id>:<key_secret>'")
-        if mode == "private" and caller != owner:
-            return _error(403, f"This app is private to {owner}")
+        refused = refusal(bundle.options.app_auth, owner, caller)
+        if refused is not None:
+            return _error(*refused)
         try:
-            payload = await request.json()
-        except ValueError:
-            return _error(422, "The request body is not JSON")
+            body = await read_limited(request.stream(), MAX_QUEUE_BYTES, declared_length(request.headers))
+            payload = parse_json(body) if body else None
+        except BodyError as error:
+            return error.response()
         timeout = request.headers.get("x-fal-request-timeout")  # fal's start deadline
         try:
             timeout_s = float(timeout) if timeout else None
@@ -169,6 +174,7 @@ class QueueServer:
         })
 
     @api.get("/{owner}/{app}/requests/{request_id}/status")
+    @api.get("/{owner}/{app}/requests/{request_id}/status/")  # fal's SDK client adds the slash
     async def status(self, owner: str, app: str, request_id: str, request: Request) -> Response:
         found = await self._own_request(owner, app, request_id, request)
         if isinstance(found, Response):
@@ -177,6 +183,7 @@ class QueueServer:
         return JSONResponse(status, status_code=200 if found.status in (COMPLETED, CANCELLED) else 202)
 
     @api.get("/{owner}/{app}/requests/{request_id}/status/stream")
+    @api.get("/{owner}/{app}/requests/{request_id}/status/stream/")
     async def status_stream(self, owner: str, app: str, request_id: str, request: Request) -> Response:
         found = await self._own_request(owner, app, request_id, request)
         if isinstance(found, Response):
@@ -199,6 +206,7 @@ class QueueServer:
         return StreamingResponse(events(), media_type="text/event-stream")
 
     @api.get("/{owner}/{app}/requests/{request_id}")
+    @api.get("/{owner}/{app}/requests/{request_id}/")
     async def result(self, owner: str, app: str, request_id: str, request: Request) -> Response:
         found = await self._own_request(owner, app, request_id, request)
         if isinstance(found, Response):
@@ -213,6 +221,7 @@ class QueueServer:
         return JSONResponse(found.result, status_code=found.status_code or 200, headers=headers)
 
     @api.put("/{owner}/{app}/requests/{request_id}/cancel")
+    @api.put("/{owner}/{app}/requests/{request_id}/cancel/")
     async def cancel(self, owner: str, app: str, request_id: str, request: Request) -> Response:
         found = await self._own_request(owner, app, request_id, request)
         if isinstance(found, Response):
@@ -230,6 +239,30 @@ class QueueServer:
             self.cancel_requested.add(request_id)
             return JSONResponse({"status": "CANCELLATION_REQUESTED"}, status_code=202)
         return JSONResponse({"status": "ALREADY_COMPLETED"}, status_code=400)
+
+    # the proxy's gate (proxy_gate.py)
+
+    async def admit(self, owner: str, app: str, authorization: str, health: bool) -> Optional[dict[str, Any]]:
+        """Serve's proxy asks this before a request wakes a replica of an app at zero.
+        `{"pass": True}`: let it wake the app; None: the same, but ask again next time (an
+        app not registered yet). Else the answer to give instead: the app's refusal, or for
+        its health check the registered revision's health."""
+        bundle = await self._registered(owner, app)
+        if bundle is None:  # being deployed for the first time, or `platform run`'s: the app decides
+            return None
+        if health:
+            return {"status": 200, "body": {"status": "ok", "version": bundle.code_version}}
+        refused = refusal(bundle.options.app_auth, owner, await self.keys.caller(authorization))
+        return {"pass": True} if refused is None else {"status": refused[0], "body": {"detail": refused[1]}}
+
+    async def _registered(self, owner: str, app: str) -> Any:
+        cached = self.bundles.get((owner, app))
+        if cached and cached[0] > time.monotonic():
+            return cached[1]
+        bundle = await asyncio.to_thread(self.registry.get, owner, app)
+        if bundle is not None:  # an app not registered yet may be in its first deploy: ask again next time
+            self.bundles[(owner, app)] = (time.monotonic() + REGISTERED_CACHE_S, bundle)
+        return bundle
 
     # the runner
 
@@ -253,13 +286,8 @@ class QueueServer:
     async def _capacity(self, owner: str, app: str) -> Optional[int]:
         """How many of the app's requests may run at once (None: no such app); read from
         the registry at most every few seconds, so `apps scale` applies soon."""
-        cached = self.capacities.get((owner, app))
-        if cached and cached[0] > time.monotonic():
-            return cached[1]
-        bundle = await asyncio.to_thread(self.registry.get, owner, app)
-        capacity = bundle.options.max_concurrency * bundle.options.max_multiplexing if bundle else None
-        self.capacities[(owner, app)] = (time.monotonic() + CAPACITY_CACHE_S, capacity)
-        return capacity
+        bundle = await self._registered(owner, app)
+        return bundle.options.max_concurrency * bundle.options.max_multiplexing if bundle else None
 
     async def _dispatch(self) -> None:
         if self.stopping:
@@ -287,20 +315,35 @@ class QueueServer:
             else:
                 outcome = await self._call(request)
             if outcome is None:  # the replica died: back in line
-                await asyncio.to_thread(self.queue.requeue, request.id)
+                await self._until_recorded(request.id, self.queue.requeue, request.id)
                 return
-            await asyncio.to_thread(self.queue.finish, request.id, outcome["status_code"], outcome["body"],
-                                    outcome["logs"])
+            await self._until_recorded(request.id, self.queue.finish, request.id, outcome["status_code"],
+                                       outcome["body"], outcome["logs"])
             if request.webhook_url:  # on its own: the app's slot frees now
                 finished = await asyncio.to_thread(self.queue.get, request.id)
                 if finished is not None:
                     asyncio.get_running_loop().create_task(self._deliver_webhook(finished))
-        except Exception:  # the registry failed us: the row stays IN_PROGRESS until the next restart
-            logger.exception("request %s: could not record its outcome", request.id)
+        except Exception:
+            logger.exception("request %s: failed after its outcome", request.id)
         finally:
             self.cancel_requested.discard(request.id)
             self.per_app[key] -= 1
             self.wakeup.set()
+
+    async def _until_recorded(self, request_id: str, write: Callable[..., None], *args: Any) -> None:
+        """Write a request's outcome, trying again while the registry refuses (locked,
+        unreachable): a finished request never stays IN_PROGRESS behind a busy database,
+        which would run it a second time after the next restart."""
+        delay = RECORD_RETRY_S[0]
+        while True:
+            try:
+                await asyncio.to_thread(write, *args)
+                return
+            except Exception as error:
+                logger.warning("request %s: recording its outcome failed (%s); retrying in %gs",
+                               request_id, error, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RECORD_RETRY_S[1])
 
     async def _handle(self, owner: str, app: str) -> Any:
         name = serve_app_name(owner, app)
@@ -314,7 +357,7 @@ class QueueServer:
         except Exception as error:  # deleted since it was queued, or not running
             return {"status_code": 503, "body": {"detail": f"{request.owner}/{request.app} is not serving: {error}",
                                                  "request_id": request.id}, "logs": []}
-        response = handle.call_path.remote(request.path, request.payload, request.id)
+        response = handle.call_path.remote(request.path, request.payload, request.id, request.caller)
         self.running[request.id] = response
         try:
             return await self._answer_unless_deleted(request, response)
@@ -385,7 +428,7 @@ class QueueServer:
 
 
 def queue_server_target(config: dict[str, Any], version: str) -> RunTarget:
-    deployment = serve.deployment(QueueServer, name="QueueServer", num_replicas=1,
+    deployment = serve.deployment(QueueServer, name=DEPLOYMENT_NAME, num_replicas=1,
                                   ray_actor_options={"num_cpus": 0.05}, max_ongoing_requests=1000)
     deployment = deployment.options(version=version, _internal=True)
     return RunTarget(target=deployment.bind(config), name=APP_NAME, route_prefix=ROUTE)

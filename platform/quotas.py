@@ -5,6 +5,8 @@ now: a deploy that fits cannot later autoscale past the user's share."""
 
 from __future__ import annotations
 
+from typing import Iterable
+
 from tenantserve.adapters.fal.bundle import AppBundle
 from tenantserve.adapters.fal.machines import accelerator_type
 
@@ -21,10 +23,17 @@ def gpus_per_replica(bundle: AppBundle) -> int:
     return bundle.options.num_gpus or 1
 
 
-def check_quota(registry: Registry, bundle: AppBundle) -> None:
+def check_quota(registry: Registry, bundle: AppBundle, deployed: Iterable[str] = ()) -> None:
+    """Refuse a deploy that would pass one of the owner's limits. Apps count once each,
+    whether registered or only running on Serve (`deployed`: Serve's app names, where
+    `platform run`'s ephemeral apps show up); replicas and GPUs count registered apps."""
     quota = registry.quota(bundle.owner)
     others = [b for b in registry.list(bundle.owner) if b.app_name != bundle.app_name]
-    apps = len(others) + 1
+    names = {b.app_name for b in others}
+    prefix = f"{bundle.owner}."
+    names |= {name[len(prefix):] for name in deployed if name.startswith(prefix)}
+    names.discard(bundle.app_name)
+    apps = len(names) + 1
     replicas = sum(b.options.max_concurrency for b in others + [bundle])
     gpus = sum(b.options.max_concurrency * gpus_per_replica(b) for b in others + [bundle])
     for name, used, limit in (

@@ -26,6 +26,7 @@ from sqlalchemy.engine import Engine
 from tenantserve.adapters.fal.bundle import AppBundle
 
 from .cluster import state_dir
+from .naming import check_name, check_secret_name, is_valid_app_ref, is_valid_user
 
 metadata = MetaData()
 users = Table(
@@ -150,6 +151,7 @@ class Registry:
     # users and keys
 
     def create_user(self, name: str, admin: bool = False) -> None:
+        check_name("user", name)
         with self.engine.begin() as conn:
             if conn.execute(select(users.c.name).where(users.c.name == name)).first():
                 raise RegistryError(f"user {name!r} exists already")
@@ -229,6 +231,7 @@ class Registry:
             raise RegistryError(f"no user {owner!r}")
 
     def set_secret(self, owner: str, name: str, sealed: str) -> None:
+        check_secret_name(name)
         key = (secrets_table.c.owner == owner) & (secrets_table.c.name == name)
         with self.engine.begin() as conn:
             conn.execute(delete(secrets_table).where(key))
@@ -267,6 +270,8 @@ class Registry:
 
     def put(self, bundle: AppBundle) -> None:
         """Record a deployed bundle as its app's current revision."""
+        check_name("user", bundle.owner)
+        check_name("app", bundle.app_name)
         now = _now()
         key = (apps.c.owner == bundle.owner) & (apps.c.name == bundle.app_name)
         values = {"current_revision": bundle.revision, "auth_mode": bundle.options.app_auth, "updated_at": now}
@@ -297,3 +302,53 @@ class Registry:
             query = query.where(apps.c.owner == owner)
         with self.engine.connect() as conn:
             return [AppBundle.from_json(row.bundle) for row in conn.execute(query)]
+
+    # names stored before the rules were enforced
+
+    def invalid_names(self) -> "InvalidNames":
+        """What the registry holds under names its rules refuse (from before they were
+        checked at every entry): such apps cannot be routed, listed or deleted by name."""
+        with self.engine.connect() as conn:
+            user_names = [r.name for r in conn.execute(select(users.c.name))]
+            app_refs = [(r.owner, r.name) for r in conn.execute(select(apps.c.owner, apps.c.name))]
+            secret_refs = [(r.owner, r.name) for r in conn.execute(select(secrets_table.c.owner, secrets_table.c.name))]
+        bad_users = sorted(name for name in user_names if not is_valid_user(name))
+        return InvalidNames(
+            users=bad_users,
+            apps=sorted(ref for ref in app_refs if ref[0] in bad_users or not is_valid_app_ref(*ref)),
+            secrets=sorted(ref for ref in secret_refs if ref[0] in bad_users or not _valid_secret(ref[1])),
+        )
+
+    def purge(self, found: "InvalidNames") -> None:
+        """Remove what `invalid_names` found: those apps with their revisions, those
+        secrets, and those users with their keys, secrets and apps."""
+        with self.engine.begin() as conn:
+            for owner, name in found.apps:
+                conn.execute(delete(revisions).where(revisions.c.owner == owner, revisions.c.app == name))
+                conn.execute(delete(apps).where(apps.c.owner == owner, apps.c.name == name))
+            for owner, name in found.secrets:
+                conn.execute(delete(secrets_table).where(secrets_table.c.owner == owner, secrets_table.c.name == name))
+            for name in found.users:
+                conn.execute(delete(revisions).where(revisions.c.owner == name))
+                conn.execute(delete(apps).where(apps.c.owner == name))
+                conn.execute(delete(secrets_table).where(secrets_table.c.owner == name))
+                conn.execute(delete(api_keys).where(api_keys.c.owner == name))
+                conn.execute(delete(users).where(users.c.name == name))
+
+
+def _valid_secret(name: str) -> bool:
+    try:
+        check_secret_name(name)
+    except ValueError:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class InvalidNames:
+    users: list[str]
+    apps: list[tuple[str, str]]
+    secrets: list[tuple[str, str]]
+
+    def __bool__(self) -> bool:
+        return bool(self.users or self.apps or self.secrets)

@@ -8,7 +8,6 @@ multi-node cluster set `TENANTSERVE_SECRET_KEY` on each node.
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
@@ -17,17 +16,8 @@ from cryptography.fernet import Fernet, InvalidToken
 if TYPE_CHECKING:
     from .registry import Registry
 
-SECRET_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
-
-
 class SecretsError(ValueError):
-    """A bad secret name, or a value this platform's key cannot decrypt."""
-
-
-def check_secret_name(name: str) -> str:
-    if not SECRET_NAME.match(name):
-        raise SecretsError(f"invalid secret name {name!r}: use letters, digits and '_', as for an environment variable")
-    return name
+    """A value this platform's key cannot decrypt, or no key to decrypt with."""
 
 
 def key_file(state_dir: Path) -> Path:

@@ -26,12 +26,17 @@ from typing import Any, Callable, NamedTuple, Optional
 from ray.serve._private.application_state import ApplicationState
 from ray.serve._private.autoscaling_state import AutoscalingStateManager
 from ray.serve._private.common import RUNNING_REQUESTS_KEY, DeploymentID, ReplicaState
+from ray.serve._private.constants import RAY_SERVE_ENABLE_HA_PROXY
 from ray.serve._private.controller import ServeController
 from ray.serve._private.metrics_utils import MetricsPusher, _MetricsTask
+from ray.serve._private.proxy import HTTPProxy
 from ray.serve._private.replica import Replica, ReplicaMetricsManager
 from ray.serve._private.router import RouterMetricsManager
 from ray.serve._private.utils import is_grpc_enabled
 from ray.serve.schema import ApplicationStatus, ProxyStatus
+
+from .auth import not_load_in_flight
+from .proxy_gate import ProxyGate, tenant_app
 
 _PATCHED = "_tenantserve_patched"
 QUIET_INTERVAL_S = 1.0
@@ -161,7 +166,9 @@ def _patch_replica_load() -> None:
     a slot. Serve's replica reports count only the requests running, so a replica with two
     running and six waiting told the autoscaler "2 of a target of 2" and the app never
     scaled up. Each sample also counts the waiting ones (Serve's own proxy queues them in
-    its handle instead, which reports them)."""
+    its handle instead, which reports them). Requests the app's ingress is refusing (a
+    missing or wrong key) or answering `GET /health` for count as none: anonymous calls
+    every few seconds kept a private app's replica from ever scaling down."""
     sample = ReplicaMetricsManager._add_autoscaling_metrics_point_async
     if getattr(sample, _PATCHED, False):
         return
@@ -172,13 +179,13 @@ def _patch_replica_load() -> None:
         self._metrics_manager._tenantserve_replica = self  # type: ignore[attr-defined]
 
     async def sample_running_and_waiting(self: ReplicaMetricsManager) -> None:
-        await sample(self)
+        if self._custom_metrics_enabled or not self.should_collect_ongoing_requests():
+            await sample(self)  # Serve's own sample: an app with custom metrics keeps them
+            return
         replica = getattr(self, "_tenantserve_replica", None)
         waiting = replica._num_queued_requests if replica is not None else 0
-        if waiting and self.should_collect_ongoing_requests():
-            # A later point at the same moment: the series reads running + waiting from here.
-            self._metrics_store.add_metrics_point(
-                {RUNNING_REQUESTS_KEY: self._num_ongoing_requests + waiting}, time.time())
+        running = max(0, self._num_ongoing_requests - not_load_in_flight())
+        self._metrics_store.add_metrics_point({RUNNING_REQUESTS_KEY: running + waiting}, time.time())
 
     setattr(sample_running_and_waiting, _PATCHED, True)
     Replica.__init__ = init_linking_load  # type: ignore[method-assign]
@@ -390,9 +397,47 @@ def _patch_control_loop() -> None:
     ServeController.run_control_loop_step = step_then_wait_while_settled  # type: ignore[method-assign]
 
 
+def _running_replicas(handle: Any) -> Optional[int]:
+    """How many replicas an app has, as this proxy sees it; None if it has not heard yet.
+    Behind HAProxy the proxy is HAProxy's fallback, which gets an app's requests only
+    while HAProxy has no replica of it (its own handle may still list one that is
+    stopping): 0."""
+    if RAY_SERVE_ENABLE_HA_PROXY:
+        return 0
+    router = getattr(getattr(handle, "_router", None), "_asyncio_router", None)
+    running = getattr(router, "_running_replicas", None)
+    return None if running is None else len(running)
+
+
+def _patch_proxy_gate() -> None:
+    """Serve's HTTP proxy sends every request on to the app's replicas, waking one from
+    zero if need be. Before a request to a tenant's app, it asks the platform's gate
+    (proxy_gate.py), which answers refusals (and, at zero replicas, the health check)
+    itself, so that they wake nothing."""
+    call = HTTPProxy.__call__
+    if getattr(call, _PATCHED, False):
+        return
+    gate = ProxyGate()
+
+    async def gated(self: HTTPProxy, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] in ("http", "websocket"):
+            matched = self.proxy_router.match_route(scope["path"][len(scope.get("root_path", "")):])
+            if matched is not None:
+                route_prefix, handle, _ = matched
+                ref = tenant_app(route_prefix, handle.deployment_id.app_name)
+                if ref is not None and await gate.answer(scope, receive, send, route_prefix, *ref,
+                                                         _running_replicas(handle)):
+                    return
+        await call(self, scope, receive, send)
+
+    setattr(gated, _PATCHED, True)
+    HTTPProxy.__call__ = gated  # type: ignore[method-assign]
+
+
 _patch_router_metrics()
 _patch_replica_load()
 _patch_controller_target_groups()
 _patch_app_reconcile()
 _patch_autoscale_at_rest()
 _patch_control_loop()
+_patch_proxy_gate()

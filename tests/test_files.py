@@ -9,7 +9,7 @@ from pathlib import Path
 
 from PIL import Image as PILImage
 
-from conftest import APPS, deployed
+from conftest import APPS, deployed, wait_until
 
 
 def _png(data: bytes) -> PILImage.Image:
@@ -41,6 +41,30 @@ def test_private_apps_files_need_the_owners_key(cli, http, keys) -> None:
     assert http.get(image["url"]).status_code == 401
     assert http.get(image["url"], headers=_auth(keys, "erin")).status_code == 403
     assert _png(http.get(image["url"], headers=_auth(keys, "frank")).content).size == (8, 6)
+    # An admin's key is a user's key here: it reads no other user's private files (nor calls private apps).
+    admin = {"authorization": "Key " + (Path(os.environ["TENANTSERVE_HOME"]) / "credentials").read_text().strip()}
+    assert http.get(image["url"], headers=admin).status_code == 403
+    assert http.post("/frank/painter/", json={}, headers=admin).status_code == 403
+
+
+def test_another_tenants_private_file_is_refused_as_an_app_input(cli, http, keys) -> None:
+    deployed(cli, f"{APPS}/images.py::Painter", "--user", "frank", "--app-name", "secret-painter", "--auth", "private")
+    deployed(cli, f"{APPS}/images.py::Painter", "--user", "frank", "--app-name", "shared-viewer", "--auth", "shared")
+    deployed(cli, f"{APPS}/images.py::Painter", "--user", "frank", "--app-name", "open-viewer", "--auth", "public")
+    private_url = http.post("/frank/secret-painter/", json={}, headers=_auth(keys, "frank")).json()["image"]["url"]
+    look = {"image": {"url": private_url}}
+    through_shared = http.post("/frank/shared-viewer/look", json=look, headers=_auth(keys, "erin"))
+    assert through_shared.status_code == 403, through_shared.text
+    assert "not readable by the caller" in through_shared.json()["detail"]
+    assert http.post("/frank/open-viewer/look", json=look).status_code == 403
+    assert http.post("/frank/open-viewer/look", json=look, headers=_auth(keys, "erin")).status_code == 403
+    # Through the queue too: the request runs with its submitter's rights.
+    submitted = http.post("/queue/frank/open-viewer/look", json=look).json()
+    result = wait_until(lambda: (r := http.get(submitted["response_url"])).status_code != 400 and r, "the queued look")
+    assert result.status_code == 403
+    # The owner passes their own file to their own apps.
+    assert http.post("/frank/shared-viewer/look", json=look, headers=_auth(keys, "frank")).json()["width"] == 8
+    assert http.post("/frank/open-viewer/look", json=look, headers=_auth(keys, "frank")).json()["width"] == 8
 
 
 def test_file_names_cannot_be_guessed_or_escape_the_store(http, cluster) -> None:
@@ -61,10 +85,12 @@ def test_uploads_become_app_inputs_and_expire(cli, http, keys) -> None:
     uploaded = http.post("/files/upload", content=picture.getvalue(),
                          headers={**_auth(keys, "grace"), "content-type": "image/png", "x-fal-file-name": "../in.png"}).json()
     assert uploaded["file_name"] == "in.png" and uploaded["file_size"] == len(picture.getvalue())
-    assert http.post("/erin/viewer/look", json={"image": {"url": uploaded["url"]}}).json() == {
-        "width": 5, "height": 3, "color": [0, 0, 255]}
+    # An app reads an input file with its caller's rights: the uploader's key, not none.
+    assert http.post("/erin/viewer/look", json={"image": {"url": uploaded["url"]}},
+                     headers=_auth(keys, "grace")).json() == {"width": 5, "height": 3, "color": [0, 0, 255]}
     text = http.post("/files/upload", content=b"hello", headers={**_auth(keys, "grace"), "content-type": "text/plain"})
-    upper = http.post("/erin/viewer/upper", json={"file": {"url": text.json()["url"]}}).json()["file"]
+    upper = http.post("/erin/viewer/upper", json={"file": {"url": text.json()["url"]}},
+                      headers=_auth(keys, "grace")).json()["file"]
     assert http.get(upper["url"]).content == b"HELLO"
     assert http.get(uploaded["url"]).status_code == 401  # uploads are private to the uploader over HTTP
 

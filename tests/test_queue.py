@@ -233,3 +233,15 @@ def test_finished_requests_expire_from_the_registry(tmp_path) -> None:
     time.sleep(0.05)
     assert queue.expire(older_than_s=0.01) == 1
     assert queue.get(done.id) is None and queue.get(waiting.id).status == "IN_QUEUE"  # only finished ones go
+
+
+def test_every_spelling_fals_clients_use_answers(http, keys, worker) -> None:
+    """fal's SDK client (`fal.apps`) asks for `.../status/` and `.../requests/<id>/`."""
+    submitted = _submit(http, keys, worker, {"label": "slashes"})
+    for url in (submitted["status_url"], submitted["status_url"] + "/"):
+        assert http.get(url, headers=_auth(keys, "rita")).status_code in (200, 202)
+    _until(lambda: _status(http, keys, submitted), lambda s: s["status"] == "COMPLETED")
+    for url in (submitted["response_url"], submitted["response_url"] + "/"):
+        assert http.get(url, headers=_auth(keys, "rita")).json()["label"] == "slashes"
+    late = http.put(submitted["cancel_url"] + "/", headers=_auth(keys, "rita"))
+    assert late.status_code == 400 and late.json() == {"status": "ALREADY_COMPLETED"}

@@ -7,6 +7,8 @@ import time
 import httpx
 import ray
 
+from tenantserve.platform.cluster import DRAINING_PERIOD_S
+
 from conftest import APPS
 from test_deploy_failures import _versioned
 
@@ -69,7 +71,9 @@ def test_redeploy_under_steady_load_drops_no_request(cli, http, tmp_path) -> Non
         redeploy = cli("deploy", _versioned(tmp_path / "v2", "v2"), "--auth", "public", "--app-name", "rolling",
                        as_user="lena")
         assert redeploy.exit_code == 0, redeploy.output
-        time.sleep(1)
+        # A busy kept-alive connection stays on the HAProxy process that had it, which routes
+        # to v1 until v1 has drained (DRAINING_PERIOD_S): by then every answer is v2's.
+        time.sleep(DRAINING_PERIOD_S + 1)
     finally:
         stop.set()
         for worker in workers:

@@ -46,6 +46,21 @@ def test_refusals_say_what_to_send(modes, http, keys) -> None:
     assert http.get("/alice/private/openapi.json").status_code == 401
 
 
+def test_an_apps_own_health_endpoint_needs_a_key(cli, http, keys) -> None:
+    deployed(cli, f"{APPS}/own_health.py::OwnHealth", "--user", "alice", "--auth", "private")
+    deployed(cli, f"{APPS}/own_health.py::OwnHealth", "--user", "alice", "--app-name", "own-health-shared",
+             "--auth", "shared")
+    for url in ("/alice/own-health/health", "/alice/own-health-shared/health"):
+        assert http.post(url).status_code == 401
+        assert http.post(url, headers={"Authorization": "Key garbage:garbage"}).status_code == 401
+        assert http.post(url, headers=_key(keys, "alice")).json() == {"ran": True}
+        assert http.get(url).json()["status"] == "ok"  # the platform's own GET /health stays keyless
+    assert http.post("/alice/own-health/health", headers=_key(keys, "bob")).status_code == 403
+    assert http.post("/alice/own-health-shared/health", headers=_key(keys, "bob")).json() == {"ran": True}
+    with httpx.Client(base_url=str(http.base_url)) as client:
+        assert client.request("PUT", "/alice/own-health/health").status_code == 401
+
+
 def test_deploy_defaults_to_private(cli, http, keys) -> None:
     result = cli("deploy", f"{APPS}/async_setup.py::AsyncLoader", as_user="carol")
     assert result.exit_code == 0, result.output
@@ -131,6 +146,8 @@ def test_quotas_are_enforced_at_deploy_and_scale(cli, http) -> None:
     second = cli("deploy", f"{APPS}/versioned.py::Versioned", "--app-name", "second", as_user="olga")
     assert second.exit_code == 1 and "apps would be 2, the limit is 1" in second.output
     assert http.post("/olga/second/").status_code == 404
+    ran = cli("run", f"{APPS}/versioned.py::Versioned", as_user="olga")  # an ephemeral app counts as well
+    assert ran.exit_code == 1 and "apps would be 2, the limit is 1" in ran.output
 
     too_wide = cli("apps", "scale", "first", "--max-concurrency", "4", as_user="olga")
     assert too_wide.exit_code == 1 and "replicas (sum of max_concurrency) would be 4, the limit is 3" in too_wide.output

@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from tenantserve.platform.naming import InvalidNameError, check_name
+
 from .loader import AppLoadError, AppSource, read_source
 from .machines import check_machine_type
 from .options import AppOptions, kebab_case, read_options
@@ -107,9 +109,16 @@ def prepare(ref: str, owner: str, app_name: Optional[str] = None) -> AppBundle:
     if not find_endpoints(app_class):
         raise AppLoadError(f"{source.class_name} has no @fal.endpoint methods")
     app_dir = Path(source.filename).parent
+    name = app_name if app_name is not None else options.name or kebab_case(source.class_name)
+    check_name("user", owner)
+    try:
+        check_name("app", name)
+    except InvalidNameError as error:
+        given = "--app-name" if app_name is not None else "the class's name= option" if options.name else "the class name"
+        raise AppLoadError(f"{error} (the app name comes from {given}; pass --app-name to choose another)") from None
     return AppBundle(
         owner=owner,
-        app_name=app_name or options.name or kebab_case(source.class_name),
+        app_name=name,
         source=source,
         options=options,
         local_files={

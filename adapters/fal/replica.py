@@ -12,12 +12,13 @@ import os
 import sys
 import time
 import traceback
-from typing import Any
+from typing import Any, Optional
 
 import ray.cloudpickle
 from ray import serve
 
-from tenantserve.platform.auth import AuthMiddleware
+from tenantserve.platform.auth import CALLER, AuthMiddleware
+from tenantserve.platform.bodies import MAX_CALL_BYTES, BodyLimit
 from tenantserve.platform.files import AppStorage, FileStore
 from tenantserve.platform.metrics import AppMetrics
 from tenantserve.platform.registry import Registry
@@ -91,7 +92,8 @@ class FalAppReplica:
             timeout=self._bundle.options.request_timeout,
             version=self._bundle.code_version,
         )
-        return self._metrics.wrap(AuthMiddleware(app, self._bundle.owner, self._bundle.options.app_auth, self._registry))
+        limited = BodyLimit(app, MAX_CALL_BYTES)
+        return self._metrics.wrap(AuthMiddleware(limited, self._bundle.owner, self._bundle.options.app_auth, self._registry))
 
     def reconfigure(self, metadata: dict[str, Any]) -> None:
         """Serve hands the app's metadata (its `user_config`) here; nothing to apply."""
@@ -105,11 +107,25 @@ class FalAppReplica:
                 f"(it has: {', '.join(sorted(self._endpoints))})"
             )
         kwargs = handle_kwargs(endpoint, payload)
-        return await invoke(getattr(self._app, name), kwargs, self._bundle.options.request_timeout)
+        # A handle caller runs inside the cluster, where the owner's deployments live: it
+        # reads file inputs with the owner's rights.
+        token = CALLER.set(self._bundle.owner)
+        try:
+            return await invoke(getattr(self._app, name), kwargs, self._bundle.options.request_timeout)
+        finally:
+            CALLER.reset(token)
 
-    async def call_path(self, path: str, payload: Any, request_id: str) -> dict[str, Any]:
+    async def call_path(self, path: str, payload: Any, request_id: str, caller: Optional[str] = None) -> dict[str, Any]:
         """A request from the queue: the endpoint at `path` answers `payload` as its HTTP
-        route would, with what the endpoint printed meanwhile."""
+        route would, with what the endpoint printed meanwhile; `caller` is the user who
+        submitted it (None: anonymous, to a public app), whose rights its file inputs get."""
+        token = CALLER.set(caller)
+        try:
+            return await self._call_path(path, payload, request_id)
+        finally:
+            CALLER.reset(token)
+
+    async def _call_path(self, path: str, payload: Any, request_id: str) -> dict[str, Any]:
         endpoint = next((e for e in self._endpoints.values() if e.spec.path.rstrip("/") == path.rstrip("/")
                          and not e.spec.is_websocket), None)
         if endpoint is None:

@@ -16,11 +16,14 @@ from dataclasses import dataclass
 from typing import Any, AsyncIterator, Callable, Optional
 
 from fastapi import FastAPI, Request
+from fastapi.routing import APIRoute
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import iterate_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from tenantserve.platform.bodies import loads as strict_json_loads
 
 from .sdk import EndpointSpec
 from .sdk.exceptions import AppException, FieldException
@@ -160,6 +163,32 @@ def _route_handler(method: Callable[..., Any], endpoint: Endpoint, timeout: Opti
     return handler
 
 
+class _StrictJSONRequest(Request):
+    """A request whose JSON body is parsed strictly (`platform/bodies.py`): NaN, Infinity,
+    1e400 and too-deep nesting become FastAPI's 422 `json_invalid` instead of values no
+    answer can carry back, or a 500."""
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            body = await self.body()
+            try:
+                self._json = strict_json_loads(body)
+            except ValueError as error:
+                message = str(error).split(": line ")[0]
+                raise json.JSONDecodeError(message, body.decode("utf-8", "replace"), 0) from None
+        return self._json
+
+
+class _StrictJSONRoute(APIRoute):
+    def get_route_handler(self) -> Callable[..., Any]:
+        handler = super().get_route_handler()
+
+        async def strict(request: Request) -> Response:
+            return await handler(_StrictJSONRequest(request.scope, request.receive, request._send))
+
+        return strict
+
+
 def _relative_path(request: Request) -> str:
     path, root = request.url.path, request.scope.get("root_path", "")
     return path[len(root):] if root and path.startswith(root) else path
@@ -175,6 +204,7 @@ def build_asgi_app(
     instance: Any, endpoints: list[Endpoint], title: str, timeout: Optional[float], version: str
 ) -> FastAPI:
     app = FastAPI(title=title)
+    app.router.route_class = _StrictJSONRoute
     for endpoint in endpoints:
         method = getattr(instance, endpoint.name)
         if endpoint.spec.is_websocket:

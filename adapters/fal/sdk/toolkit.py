@@ -18,6 +18,8 @@ from typing import Any, Optional, Protocol
 import httpx
 from pydantic import BaseModel, Field
 
+from .exceptions import AppException
+
 
 class Storage(Protocol):
     def upload(self, data: bytes, content_type: str, file_name: Optional[str]) -> str: ...
@@ -84,7 +86,12 @@ class File(BaseModel):
         if self.url.startswith("data:"):
             _, _, payload = self.url.partition(",")
             return base64.b64decode(payload)
-        stored = _storage.download(self.url) if _storage is not None else None
+        try:
+            stored = _storage.download(self.url) if _storage is not None else None
+        except PermissionError as error:
+            raise AppException(str(error), status_code=403) from None
+        except FileNotFoundError as error:
+            raise AppException(str(error), status_code=404) from None
         if stored is not None:
             return stored
         response = httpx.get(self.url, follow_redirects=True, timeout=60)
