@@ -13,7 +13,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import httpx
 
@@ -55,22 +55,49 @@ def local_platform(*up_args: str) -> Iterator[str]:
             down()
 
 
-def wait_ok(url: str, payload: dict, timeout: float = 60) -> None:
+def self_signed_certificate(folder: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1, signed by its own key, and that key (PEM files)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+def wait_ok(url: str, payload: dict, timeout: float = 60, verify: Any = True) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with contextlib.suppress(httpx.HTTPError):
-            if httpx.post(url, json=payload, timeout=10).status_code == 200:
+            if httpx.post(url, json=payload, timeout=10, verify=verify).status_code == 200:
                 return
         time.sleep(0.2)
     raise SystemExit(f"{url} did not answer")
 
 
-async def _load(url: str, payload: dict, clients: int, seconds: float) -> tuple[list[float], int]:
+async def _load(url: str, payload: dict, clients: int, seconds: float, verify: Any) -> tuple[list[float], int]:
     latencies: list[float] = []
     errors = 0
     stop = time.perf_counter() + seconds
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
+    async with httpx.AsyncClient(limits=limits, timeout=30, verify=verify) as client:
 
         async def worker() -> None:
             nonlocal errors
@@ -85,10 +112,11 @@ async def _load(url: str, payload: dict, clients: int, seconds: float) -> tuple[
     return latencies, errors
 
 
-def load(url: str, payload: dict, clients: int, seconds: float) -> dict[str, float]:
-    """p50/p99 latency (ms) and throughput (req/s) of `clients` closed-loop clients."""
-    asyncio.run(_load(url, payload, clients, 1.0))  # warm up connections and replicas
-    latencies, errors = asyncio.run(_load(url, payload, clients, seconds))
+def load(url: str, payload: dict, clients: int, seconds: float, verify: Any = True) -> dict[str, float]:
+    """p50/p99 latency (ms) and throughput (req/s) of `clients` closed-loop clients (on
+    kept-alive connections, so an HTTPS client pays its handshakes once)."""
+    asyncio.run(_load(url, payload, clients, 1.0, verify))  # warm up connections and replicas
+    latencies, errors = asyncio.run(_load(url, payload, clients, seconds, verify))
     if errors:
         raise SystemExit(f"{errors} failed requests to {url}")
     latencies.sort()

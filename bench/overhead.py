@@ -4,7 +4,10 @@ one run of two phases: a cluster with Serve's default Python proxy (bare Serve's
 the baseline), then one with the HAProxy ingress the platform runs by default. Each phase
 interleaves its targets round by round; uvicorn runs in both, to show drift between them.
 
-    python bench/overhead.py [--seconds 10] [--rounds 2]
+    python bench/overhead.py [--seconds 10] [--rounds 2] [--no-https]
+
+With `--https` (the default) two more phases run the platform with a certificate, on each
+ingress, beside plain uvicorn again (issue 17's goal: HTTPS p50 at most 1.5x plain HTTP's).
 
 Goals (issue 7): the platform's p50 at most 0.30x and its throughput at least 2.5x of bare
 Serve behind the default proxy, and its p50 at most 2x plain uvicorn's.
@@ -13,14 +16,37 @@ Serve behind the default proxy, and its p50 at most 2x plain uvicorn's.
 from __future__ import annotations
 
 import argparse
+import ssl
 import sys
+import tempfile
+from pathlib import Path
 
 sys.path.insert(0, __import__("os").path.dirname(__file__))
 from baselines import plain_uvicorn, run_bare_serve  # noqa: E402
-from common import BENCH, free_port, load, local_platform, platform, table, wait_ok  # noqa: E402
+from common import BENCH, free_port, load, local_platform, platform, self_signed_certificate, table, wait_ok  # noqa: E402
 
 PAYLOAD = {"text": "hello"}
 CLIENTS = (1, 16)
+
+
+def https_phase(ingress: str, args: argparse.Namespace, results: dict) -> None:
+    """The platform's trivial call over HTTPS (a self-signed certificate) on this ingress,
+    beside plain uvicorn over HTTP to show drift against the plain-HTTP phases."""
+    with tempfile.TemporaryDirectory() as folder:
+        cert, key = self_signed_certificate(Path(folder))
+        verify = ssl.create_default_context(cafile=str(cert))
+        with local_platform("--ingress", ingress, "--tls-cert", str(cert), "--tls-key", str(key)) as base, \
+                plain_uvicorn(free_port()) as uvicorn_url:
+            platform("deploy", f"{BENCH}/apps/echo.py::Echo", "--auth", "public")
+            targets = {f"platform ({ingress}, https)": (f"{base}/bench/echo/", verify),
+                       f"plain uvicorn (during {ingress}, https)": (uvicorn_url, True)}
+            for url, check in targets.values():
+                wait_ok(url, PAYLOAD, verify=check)
+            for _ in range(args.rounds):
+                for clients in CLIENTS:
+                    for name, (url, check) in targets.items():
+                        results.setdefault((name, clients), []).append(
+                            load(url, PAYLOAD, clients, args.seconds, verify=check))
 
 
 def phase(ingress: str, args: argparse.Namespace, results: dict) -> None:
@@ -44,10 +70,15 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--https", action=argparse.BooleanOptionalAction, default=True,
+                        help="Also measure the platform over HTTPS on both ingresses.")
     args = parser.parse_args()
     results: dict[tuple[str, int], list[dict[str, float]]] = {}
     phase("proxy", args, results)
     phase("haproxy", args, results)
+    if args.https:
+        https_phase("haproxy", args, results)
+        https_phase("proxy", args, results)
 
     def best(name: str, clients: int, key: str) -> float:
         values = [r[key] for r in results[(name, clients)]]
@@ -68,6 +99,12 @@ def main() -> None:
             throughput = best(ours, clients, "rps") / best(baseline, clients, "rps")
             print(f"{clients:>2} client(s): {ours} / {baseline}: p50 latency {latency:.2f}x, "
                   f"throughput {throughput:.2f}x")
+    for ingress in ("haproxy", "proxy") if args.https else ():
+        for clients in CLIENTS:
+            https, http = f"platform ({ingress}, https)", f"platform ({ingress})"
+            print(f"{clients:>2} client(s): {https} / {http}: p50 latency "
+                  f"{best(https, clients, 'p50_ms') / best(http, clients, 'p50_ms'):.2f}x, throughput "
+                  f"{best(https, clients, 'rps') / best(http, clients, 'rps'):.2f}x")
 
 
 if __name__ == "__main__":

@@ -23,16 +23,18 @@ from .common import console, friendly_errors, restore_registered_apps
               help="Serve HTTPS with this certificate (PEM); needs --tls-key.")
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), default=None,
               help="The certificate's private key (PEM).")
+@click.option("--tls-ca", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="The CA that signed --tls-cert, for the CLI to verify it (default: the certificate itself).")
 @click.option("--ingress", type=click.Choice(["auto", "haproxy", "proxy"]), default="auto", show_default=True,
-              help="What answers on the HTTP port: Serve's HAProxy ingress (auto: when HAProxy is installed "
-                   "and no TLS is asked for) or Serve's Python proxy.")
+              help="What answers on the HTTP port: Serve's HAProxy ingress (auto: when HAProxy is installed; "
+                   "it terminates TLS too) or Serve's Python proxy.")
 @click.option("--num-cpus", type=float, default=None, help="CPUs this node offers (default: all).")
 @click.option("--num-gpus", type=int, default=None, help="GPUs this node offers (default: detected).")
 @click.option("--resources", default=None, help='Extra node resources as JSON, e.g. \'{"accelerator_type:A100": 1}\'.')
 @friendly_errors
 def up(
     ray_port: int, http_host: str, http_port: int, dashboard_port: int, metrics_port: Optional[int],
-    tls_cert: Optional[str], tls_key: Optional[str], ingress: str, num_cpus: Optional[float], num_gpus: Optional[int], resources: Optional[str],
+    tls_cert: Optional[str], tls_key: Optional[str], tls_ca: Optional[str], ingress: str, num_cpus: Optional[float], num_gpus: Optional[int], resources: Optional[str],
 ) -> None:
     """Start a local Ray cluster with Serve (a no-op if one is running)."""
     if bool(tls_cert) != bool(tls_key):
@@ -44,7 +46,7 @@ def up(
     with console.status("Starting Ray and Serve"):
         info = cluster.up(
             ray_port=ray_port, http_host=http_host, http_port=http_port, dashboard_port=dashboard_port,
-            metrics_port=metrics_port, tls_cert=tls_cert, tls_key=tls_key, num_cpus=num_cpus, num_gpus=num_gpus, resources=extra,
+            metrics_port=metrics_port, tls_cert=tls_cert, tls_key=tls_key, tls_ca=tls_ca, num_cpus=num_cpus, num_gpus=num_gpus, resources=extra,
             ingress=ingress, warn=lambda line: console.print(line, style="yellow"),
         )
     if info.fresh:

@@ -27,7 +27,7 @@ from tenantserve.adapters.fal.machines import UnplaceableError
 from tenantserve.adapters.fal.replica import SETUP_FAILED
 
 from . import environments
-from .cluster import serve_http_url, state_dir
+from .cluster import serve_http_url, state_dir, tls_verify
 from .coldstart import APP_NAME as SPARES_APP, spares_per_node, spares_target
 from .file_server import APP_NAME as FILES_APP, file_server_target
 from .queue_server import APP_NAME as QUEUE_APP, RESULTS_TTL_S, queue_server_target
@@ -203,15 +203,27 @@ def _wait_answering(url: str, code_version: str, timeout: float = 30) -> None:
     """Serve's proxies learn new routes and replicas a moment after the app runs; wait
     until the new code answers on the HTTP port."""
     deadline = time.monotonic() + timeout
+    verify, last_error = tls_verify(url), ""
     while time.monotonic() < deadline:
         try:
-            response = httpx.get(f"{url}/health", timeout=5)
+            response = httpx.get(f"{url}/health", timeout=5, verify=verify)
             if response.status_code == 200 and response.json().get("version") == code_version:
                 return
-        except (httpx.HTTPError, ValueError):
-            pass
+            last_error = f"it answered {response.status_code}"
+        except httpx.ConnectError as error:
+            if "CERTIFICATE_VERIFY_FAILED" in str(error) or "certificate verify failed" in str(error):
+                raise DeployError(untrusted_certificate(url, error)) from None
+            last_error = str(error)
+        except (httpx.HTTPError, ValueError) as error:
+            last_error = str(error) or type(error).__name__
         time.sleep(0.1)
-    raise DeployError(f"the app is running but {url}/health did not answer within {timeout:g}s")
+    raise DeployError(f"the app is running but {url}/health did not answer within {timeout:g}s ({last_error})")
+
+
+def untrusted_certificate(url: str, error: Exception) -> str:
+    return (f"the platform's TLS certificate at {url} did not verify ({error}). If a private CA signed it, "
+            "start the platform with `platform up --tls-cert CERT --tls-key KEY --tls-ca CA.pem`; "
+            "or point SSL_CERT_FILE at a CA file that trusts it")
 
 
 def deploy(

@@ -85,7 +85,7 @@ def _haproxy_folder(temp_dir: str) -> Path:
     return Path(f"/tmp/tsh-{Path(temp_dir).name.rsplit('-', 1)[-1]}")
 
 
-def haproxy_env(temp_dir: str, binary: str) -> dict[str, str]:
+def haproxy_env(temp_dir: str, binary: str, tls_pem: Optional[Path] = None) -> dict[str, str]:
     """Serve's HAProxy ingress in throughput-optimized mode: HAProxy forwards each request
     straight to a replica's own HTTP server, with no Python proxy between them.
 
@@ -112,15 +112,29 @@ def haproxy_env(temp_dir: str, binary: str) -> dict[str, str]:
     HAProxy health-checks every server of every app's backend, and each backend lists Serve's
     proxy as its fallback: every 5 s by default, 40 checks a second to that one proxy with
     200 apps. Every HEALTH_CHECK_INTER; a replica that dies leaves HAProxy's table when the
-    controller sees its actor gone, not by these checks."""
+    controller sees its actor gone, not by these checks.
+
+    With `tls_pem` (certificate and key in one file, as HAProxy reads them) the launcher
+    also makes HAProxy terminate TLS on the HTTP port (Serve's config has no TLS option):
+    `ssl crt` on the HTTP frontend's bind line, and `X-Forwarded-Proto: https` on what it
+    forwards, so that the URLs apps build (redirects among them) say https. Everything
+    behind it, replicas and the fallback proxy, is reached over plain HTTP on this machine."""
     folder = _haproxy_folder(temp_dir)
     folder.mkdir(parents=True, exist_ok=True)
     launcher = folder / "haproxy"
+    tls_edit = ""
+    if tls_pem is not None:
+        tls_edit = (
+            "[ -n \"$cfg\" ] && sed -i '/^frontend http_frontend$/,/^[[:space:]]*bind /"
+            f"s|^\\([[:space:]]*bind [^ ]*\\)$|\\1 ssl crt {tls_pem}\\n    http-request set-header "
+            "X-Forwarded-Proto https|' \"$cfg\"\n"
+        )
     launcher.write_text(
         "#!/bin/sh\n"
         "cfg=$(printf '%s\\n' \"$@\" | sed -n '/^-f$/{n;p;q}')\n"
         "[ -n \"$cfg\" ] && sed -i '/^[[:space:]]*option idle-close-on-response[[:space:]]*$/d' \"$cfg\"\n"
-        f"exec {shlex.quote(binary)} \"$@\"\n"
+        + tls_edit
+        + f"exec {shlex.quote(binary)} \"$@\"\n"
     )
     launcher.chmod(0o755)
     return {
@@ -172,6 +186,7 @@ class ClusterInfo:
     ingress: str = "proxy"  # "haproxy" or "proxy": what answers on the HTTP port
     node_env: dict[str, str] = field(default_factory=dict)  # what a node joining this cluster starts with
     client_server_port: Optional[int] = None  # Ray's client server, which outlives `ray start`'s process tree
+    tls_ca: Optional[str] = None  # with HTTPS: what the CLI verifies the platform's certificate against
     fresh: bool = False  # started by this call: the registry's apps must be deployed again
 
 
@@ -233,6 +248,7 @@ def up(
     metrics_port: Optional[int] = None,
     tls_cert: Optional[str] = None,
     tls_key: Optional[str] = None,
+    tls_ca: Optional[str] = None,
     num_cpus: Optional[float] = None,
     num_gpus: Optional[int] = None,
     resources: Optional[dict[str, float]] = None,
@@ -276,7 +292,8 @@ def up(
         _ensure_token()
     haproxy = _haproxy_to_run(ingress, bool(tls_cert), warn)
     ingress = "haproxy" if haproxy else "proxy"
-    env = {**node_env(), **(haproxy_env(temp_dir, haproxy) if haproxy else {})}
+    tls_pem = _haproxy_pem(temp_dir, tls_cert, tls_key) if haproxy and tls_cert and tls_key else None
+    env = {**node_env(), **(haproxy_env(temp_dir, haproxy, tls_pem) if haproxy else {})}
     started = _ray_cli(*args, env={**env, AUTH_MODE[0]: auth_mode})
     if started.returncode != 0:
         raise ClusterError(f"`ray start` failed:\n{started.stderr.strip() or started.stdout.strip()}")
@@ -284,12 +301,15 @@ def up(
     from ray import serve
 
     http_options: dict[str, Any] = {"host": http_host, "port": http_port}
-    if tls_cert and tls_key:  # Serve's proxies then speak only HTTPS, as fal_client expects
+    if tls_cert and tls_key and not haproxy:  # Serve's proxies then speak only HTTPS, as fal_client expects
         http_options.update(ssl_certfile=str(Path(tls_cert).resolve()), ssl_keyfile=str(Path(tls_key).resolve()))
     serve.start(http_options=http_options)
+    http_url = serve_http_url()
+    if tls_cert:
+        http_url = "https://" + http_url.split("://", 1)[1]
     info = ClusterInfo(
         address=address,
-        http_url=serve_http_url(),
+        http_url=http_url,
         dashboard_url=f"http://127.0.0.1:{dashboard_port}",
         metrics_url=f"http://127.0.0.1:{metrics_port}/metrics",
         started_here=True,
@@ -298,6 +318,7 @@ def up(
         ingress=ingress,
         node_env=env,
         client_server_port=client_server_port,
+        tls_ca=str(Path(tls_ca or tls_cert).resolve()) if tls_cert else None,
     )
     _state_file().write_text(json.dumps(asdict(info)))
     info.fresh = True
@@ -305,22 +326,42 @@ def up(
 
 
 def _haproxy_to_run(ingress: str, tls: bool, warn: Callable[[str], None]) -> Optional[str]:
-    """The HAProxy binary for the asked `ingress`, or None for Serve's proxy."""
+    """The HAProxy binary for the asked `ingress`, or None for Serve's proxy. With TLS,
+    HAProxy terminates it (`haproxy_env`); without HAProxy, Serve's proxy does."""
     if ingress not in ("auto", "haproxy", "proxy"):
         raise ClusterError(f"unknown ingress {ingress!r}: use auto, haproxy or proxy")
     if ingress == "proxy":
-        return None
-    if tls:
-        if ingress == "haproxy":
-            raise ClusterError("Serve's HAProxy ingress cannot terminate TLS: use --ingress proxy with --tls-cert")
-        warn("TLS: serving through Serve's Python proxy (Serve's HAProxy ingress has no TLS)")
         return None
     binary = haproxy_binary()
     if binary is None:
         if ingress == "haproxy":
             raise ClusterError(f"no HAProxy binary found: {HAPROXY_INSTALL}")
-        warn(f"warning: no HAProxy binary found, serving through Serve's slower Python proxy; {HAPROXY_INSTALL}")
+        warn(f"warning: no HAProxy binary found, serving{' HTTPS' if tls else ''} through Serve's slower "
+             f"Python proxy; {HAPROXY_INSTALL}")
     return binary
+
+
+def _haproxy_pem(temp_dir: str, tls_cert: str, tls_key: str) -> Path:
+    """The certificate and its key in one file, as HAProxy's `crt` reads them, readable by
+    this user alone, in the cluster's HAProxy folder."""
+    folder = _haproxy_folder(temp_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    pem = folder / "tls.pem"
+    pem.touch(mode=0o600)
+    pem.chmod(0o600)
+    pem.write_text(Path(tls_cert).read_text().rstrip("\n") + "\n" + Path(tls_key).read_text())
+    return pem
+
+
+def tls_verify(url: str) -> Any:
+    """What an HTTPS client of this platform verifies its certificate against: the CA (or
+    the certificate) `up` recorded, else the system's trust store (or SSL_CERT_FILE)."""
+    current = recorded()
+    if url.startswith("https://") and current is not None and current.tls_ca and url.startswith(current.http_url):
+        import ssl
+
+        return ssl.create_default_context(cafile=current.tls_ca)
+    return True
 
 
 def _ensure_token() -> None:
@@ -435,7 +476,9 @@ def serve_http_url() -> str:
 
     options = _get_global_client().http_config
     host = "127.0.0.1" if options.host in ("0.0.0.0", "::", "") else options.host
-    scheme = "https" if getattr(options, "ssl_certfile", None) else "http"
+    current = recorded()
+    haproxy_tls = current is not None and bool(current.tls_ca) and current.http_url.endswith(f":{options.port}")
+    scheme = "https" if getattr(options, "ssl_certfile", None) or haproxy_tls else "http"
     return f"{scheme}://{host}:{options.port}"
 
 

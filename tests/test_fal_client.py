@@ -55,16 +55,16 @@ def _write_certificates(folder: Path) -> tuple[Path, Path, Path]:
 def tls_platform(tmp_path_factory, cluster):
     folder = tmp_path_factory.mktemp("tls-platform")
     ca, cert, key = _write_certificates(folder)
-    env = {"TENANTSERVE_HOME": str(folder / "home"), "SSL_CERT_FILE": str(ca), "TENANTSERVE_USER": "falu"}
+    # No SSL_CERT_FILE for the CLI: it verifies the platform against the CA `up` recorded.
+    env = {"TENANTSERVE_HOME": str(folder / "home"), "TENANTSERVE_USER": "falu"}
     port = free_port()
     up = platform_cmd("up", f"--port={free_port()}", f"--http-port={port}", f"--dashboard-port={free_port()}",
-                      "--num-cpus=4", "--tls-cert", str(cert), "--tls-key", str(key), env=env)
-    # Serve's HAProxy ingress has no TLS: a TLS platform is served by Serve's proxy, and says so.
-    assert "Serve's HAProxy ingress has no TLS" in up.stdout and "(proxy)" in up.stdout
+                      "--num-cpus=4", "--tls-cert", str(cert), "--tls-key", str(key), "--tls-ca", str(ca), env=env)
+    assert f"https://127.0.0.1:{port} (haproxy)" in up.stdout  # HAProxy terminates TLS: the fast path
     try:
         platform_cmd("deploy", f"{APPS}/queued.py::Worker", env=env)
         platform_cmd("deploy", f"{APPS}/streaming.py::Talker", env=env)
-        yield {"port": port, "ca": str(ca), "key": (folder / "home" / "credentials").read_text().strip()}
+        yield {"port": port, "ca": str(ca), "cert": str(cert), "key": (folder / "home" / "credentials").read_text().strip()}
     finally:
         platform_cmd("down", check=False, env=env)
 
@@ -117,3 +117,60 @@ def test_official_fal_client_runs_submits_subscribes_and_streams(tls_platform) -
     assert out["waiting_status"] == "Queued" and out["cancelled"] == 499
     assert out["subscribed"]["label"] == "subscribed" and "Completed" in out["updates"]
     assert [chunk["text"] for chunk in out["stream"]] == ["streamed", "over", "tls"]
+
+
+def test_websockets_and_plain_calls_over_tls(tls_platform) -> None:
+    import asyncio
+    import ssl
+
+    import httpx
+    import websockets
+
+    port, context = tls_platform["port"], ssl.create_default_context(cafile=tls_platform["ca"])
+    auth = {"authorization": f"Key {tls_platform['key']}"}
+    answer = httpx.post(f"https://127.0.0.1:{port}/falu/talker/echo", json={"text": "hi"}, headers=auth, verify=context)
+    assert answer.json() == {"index": 0, "text": "hi"}
+    with pytest.raises(httpx.ConnectError):  # a client without the CA refuses the certificate
+        httpx.post(f"https://127.0.0.1:{port}/falu/talker/echo", json={"text": "hi"}, headers=auth)
+
+    async def talk() -> dict:
+        async with websockets.connect(f"wss://127.0.0.1:{port}/falu/talker/ws", ssl=context,
+                                      additional_headers=auth) as socket:
+            await socket.send(json.dumps({"text": "over tls"}))
+            return json.loads(await socket.recv())
+
+    assert asyncio.run(talk()) == {"echo": "over tls", "length": 8}
+
+
+def test_a_certificate_that_does_not_verify_fails_the_deploy_saying_how_to_fix_it(tmp_path, monkeypatch) -> None:
+    """No cluster: a TLS server with the test CA's certificate, and a deploy's wait for the
+    app's health with no CA recorded for it."""
+    import threading
+
+    import uvicorn
+    from fastapi import FastAPI
+
+    from tenantserve.platform import apps
+
+    ca, cert, key = _write_certificates(tmp_path)
+    monkeypatch.setenv("TENANTSERVE_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    health = FastAPI()
+    health.get("/app/health")(lambda: {"status": "ok", "version": "v1"})
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(health, port=port, ssl_certfile=str(cert), ssl_keyfile=str(key),
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            thread.join(0.05)
+        with pytest.raises(apps.DeployError) as refused:
+            apps._wait_answering(f"https://127.0.0.1:{port}/app", "v1", timeout=10)
+        message = str(refused.value)
+        assert "did not verify" in message and "--tls-ca" in message and "SSL_CERT_FILE" in message
+        monkeypatch.setenv("SSL_CERT_FILE", str(ca))  # a client that trusts the CA gets its answer
+        apps._wait_answering(f"https://127.0.0.1:{port}/app", "v1", timeout=10)
+    finally:
+        server.should_exit = True
+        thread.join(10)

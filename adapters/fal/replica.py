@@ -27,7 +27,7 @@ from tenantserve.platform.secrets import replica_environment
 from .bundle import AppBundle
 from .loader import load_class
 from .capture import install as capture_prints, request_logs
-from .routes import answer, build_asgi_app, find_endpoints, handle_kwargs, invoke, is_streaming
+from .routes import answer, bare_root_as_slash, build_asgi_app, find_endpoints, handle_kwargs, invoke, is_streaming
 from .sdk import toolkit
 
 logger = logging.getLogger("ray.serve")
@@ -92,7 +92,7 @@ class FalAppReplica:
             timeout=self._bundle.options.request_timeout,
             version=self._bundle.code_version,
         )
-        limited = BodyLimit(app, MAX_CALL_BYTES)
+        limited = BodyLimit(bare_root_as_slash(app), MAX_CALL_BYTES)
         return self._metrics.wrap(AuthMiddleware(limited, self._bundle.owner, self._bundle.options.app_auth, self._registry))
 
     def reconfigure(self, metadata: dict[str, Any]) -> None:

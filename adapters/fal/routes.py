@@ -227,6 +227,22 @@ def build_asgi_app(
     return app
 
 
+def bare_root_as_slash(app: Any) -> Callable[..., Any]:
+    """`POST /alice/my-app` (what fal's clients send) served as `POST /alice/my-app/`:
+    Starlette would answer it with a redirect, an extra round trip for every call, and
+    one to plain http behind a TLS-terminating HAProxy."""
+
+    async def asgi(scope: dict, receive: Any, send: Any) -> None:
+        root = scope.get("root_path", "")
+        if scope["type"] in ("http", "websocket") and root and scope["path"] == root:
+            scope = {**scope, "path": root + "/"}
+            if "raw_path" in scope and scope["raw_path"] is not None:
+                scope["raw_path"] = scope["raw_path"] + b"/"
+        await app(scope, receive, send)
+
+    return asgi
+
+
 def handle_kwargs(endpoint: Endpoint, payload: Any) -> dict[str, Any]:
     """Arguments for an endpoint called through a Python handle with a model, a dict or nothing."""
     params = list(endpoint.signature.parameters)
