@@ -38,6 +38,17 @@ CACHE_SECONDS = 10.0
 CALLER: contextvars.ContextVar[Optional[str]] = contextvars.ContextVar("tenantserve_caller", default=None)
 
 
+@contextlib.contextmanager
+def acting_for(caller: Optional[str]) -> Iterator[None]:
+    """Serve a request on `caller`'s behalf: what it reads for them (file inputs) is
+    checked against `caller`'s rights."""
+    token = CALLER.set(caller)
+    try:
+        yield
+    finally:
+        CALLER.reset(token)
+
+
 def key_from_header(value: Optional[str]) -> Optional[str]:
     """`Key id:secret` (fal's scheme) or `Bearer id:secret` -> `id:secret`."""
     if not value:
@@ -136,11 +147,8 @@ class AuthMiddleware:
             with _not_load():
                 return await refuse(scope, receive, send, *refused)
         scope.setdefault("state", {})["tenantserve_user"] = user
-        token = CALLER.set(user)
-        try:
+        with acting_for(user):
             await self.app(scope, receive, send)
-        finally:
-            CALLER.reset(token)
 
 
 def _relative(scope: dict) -> str:

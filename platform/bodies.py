@@ -49,17 +49,23 @@ def declared_length(headers: Mapping[str, str]) -> Optional[int]:
     return int(value)
 
 
-async def read_limited(chunks: AsyncIterator[bytes], limit: int, declared: Optional[int]) -> bytes:
-    """The whole body, refused as soon as it is known to pass `limit`: at once when its
-    Content-Length says so, else when the bytes received do."""
+async def limited(chunks: AsyncIterator[bytes], limit: int, declared: Optional[int],
+                  hint: str = UPLOAD_HINT) -> AsyncIterator[bytes]:
+    """The body's chunks, refused (413) as soon as it is known to pass `limit`: at once when
+    its Content-Length says so, else when the bytes received do."""
     if declared is not None and declared > limit:
-        raise too_large(limit)
-    body = bytearray()
+        raise too_large(limit, hint)
+    size = 0
     async for chunk in chunks:
-        body += chunk
-        if len(body) > limit:
-            raise too_large(limit)
-    return bytes(body)
+        size += len(chunk)
+        if size > limit:
+            raise too_large(limit, hint)
+        yield chunk
+
+
+async def read_limited(chunks: AsyncIterator[bytes], limit: int, declared: Optional[int]) -> bytes:
+    """The whole body, as `limited` lets it through."""
+    return b"".join([chunk async for chunk in limited(chunks, limit, declared)])
 
 
 def _invalid(message: str) -> BodyError:
@@ -97,6 +103,8 @@ def loads(data: bytes | str) -> Any:
         raise ValueError(f"nested more than {MAX_JSON_DEPTH} levels deep") from None
     except UnicodeDecodeError:
         raise ValueError("the body is not UTF-8 text") from None
+    except json.JSONDecodeError as error:
+        raise ValueError(error.msg) from None  # without json's "line 1 column 2 (char 1)"
     _check(value)
     return value
 
@@ -106,7 +114,7 @@ def parse_json(data: bytes) -> Any:
     try:
         return loads(data)
     except ValueError as error:
-        raise _invalid(str(error).split(": line ")[0]) from None
+        raise _invalid(str(error)) from None
 
 
 def dumps(value: Any) -> str:
@@ -128,7 +136,8 @@ class BodyLimit:
     async def __call__(self, scope: dict, receive: Callable[[], Awaitable[dict]], send: Any) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers") or []}
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers") or []
+                   if k in (b"content-length", b"transfer-encoding")}  # ASGI names are lowercase
         try:
             declared = declared_length(headers)
             if declared is not None and declared > self.limit:

@@ -18,7 +18,7 @@ from ray.serve import RunTarget
 from sqlalchemy.exc import OperationalError
 
 from .auth import KeyCache, refusal
-from .bodies import MAX_UPLOAD_BYTES, BodyError, declared_length, too_large
+from .bodies import MAX_UPLOAD_BYTES, BodyError, declared_length, limited
 from .busy import registry_busy
 from .files import FILES_ROUTE, FileStore
 from .registry import Registry
@@ -74,15 +74,10 @@ class FileServer:
         if user is None:
             return _error(401, "Uploading needs an API key: send 'Authorization: Key <key_id>:<key_secret>'")
         try:
-            declared = declared_length(request.headers)
-            if declared is not None and declared > MAX_UPLOAD_BYTES:
-                raise too_large(MAX_UPLOAD_BYTES, hint="")
             with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES) as spool:
                 size = 0
-                async for chunk in request.stream():
+                async for chunk in limited(request.stream(), MAX_UPLOAD_BYTES, declared_length(request.headers), hint=""):
                     size += len(chunk)
-                    if size > MAX_UPLOAD_BYTES:
-                        raise too_large(MAX_UPLOAD_BYTES, hint="")
                     spool.write(chunk)
                 spool.seek(0)
                 name = request.headers.get("x-fal-file-name") or request.query_params.get("file_name")

@@ -324,7 +324,7 @@ class QueueServer:
                 if finished is not None:
                     asyncio.get_running_loop().create_task(self._deliver_webhook(finished))
         except Exception:
-            logger.exception("request %s: failed after its outcome", request.id)
+            logger.exception("request %s: recording its outcome or starting its webhook failed", request.id)
         finally:
             self.cancel_requested.discard(request.id)
             self.per_app[key] -= 1
@@ -333,13 +333,14 @@ class QueueServer:
     async def _until_recorded(self, request_id: str, write: Callable[..., None], *args: Any) -> None:
         """Write a request's outcome, trying again while the registry refuses (locked,
         unreachable): a finished request never stays IN_PROGRESS behind a busy database,
-        which would run it a second time after the next restart."""
+        which would run it a second time after the next restart. Other errors are not
+        the database's and are raised."""
         delay = RECORD_RETRY_S[0]
         while True:
             try:
                 await asyncio.to_thread(write, *args)
                 return
-            except Exception as error:
+            except OperationalError as error:
                 logger.warning("request %s: recording its outcome failed (%s); retrying in %gs",
                                request_id, error, delay)
             await asyncio.sleep(delay)

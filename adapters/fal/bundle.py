@@ -114,7 +114,9 @@ def prepare(ref: str, owner: str, app_name: Optional[str] = None) -> AppBundle:
     try:
         check_name("app", name)
     except InvalidNameError as error:
-        given = "--app-name" if app_name is not None else "the class's name= option" if options.name else "the class name"
+        if app_name is not None:
+            raise AppLoadError(f"{error} (given with --app-name)") from None
+        given = "the class's name= option" if options.name else "the class name"
         raise AppLoadError(f"{error} (the app name comes from {given}; pass --app-name to choose another)") from None
     return AppBundle(
         owner=owner,

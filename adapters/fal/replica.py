@@ -17,7 +17,7 @@ from typing import Any, Optional
 import ray.cloudpickle
 from ray import serve
 
-from tenantserve.platform.auth import CALLER, AuthMiddleware
+from tenantserve.platform.auth import AuthMiddleware, acting_for
 from tenantserve.platform.bodies import MAX_CALL_BYTES, BodyLimit
 from tenantserve.platform.files import AppStorage, FileStore
 from tenantserve.platform.metrics import AppMetrics
@@ -109,21 +109,15 @@ class FalAppReplica:
         kwargs = handle_kwargs(endpoint, payload)
         # A handle caller runs inside the cluster, where the owner's deployments live: it
         # reads file inputs with the owner's rights.
-        token = CALLER.set(self._bundle.owner)
-        try:
+        with acting_for(self._bundle.owner):
             return await invoke(getattr(self._app, name), kwargs, self._bundle.options.request_timeout)
-        finally:
-            CALLER.reset(token)
 
     async def call_path(self, path: str, payload: Any, request_id: str, caller: Optional[str] = None) -> dict[str, Any]:
         """A request from the queue: the endpoint at `path` answers `payload` as its HTTP
         route would, with what the endpoint printed meanwhile; `caller` is the user who
         submitted it (None: anonymous, to a public app), whose rights its file inputs get."""
-        token = CALLER.set(caller)
-        try:
+        with acting_for(caller):
             return await self._call_path(path, payload, request_id)
-        finally:
-            CALLER.reset(token)
 
     async def _call_path(self, path: str, payload: Any, request_id: str) -> dict[str, Any]:
         endpoint = next((e for e in self._endpoints.values() if e.spec.path.rstrip("/") == path.rstrip("/")

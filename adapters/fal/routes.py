@@ -174,8 +174,7 @@ class _StrictJSONRequest(Request):
             try:
                 self._json = strict_json_loads(body)
             except ValueError as error:
-                message = str(error).split(": line ")[0]
-                raise json.JSONDecodeError(message, body.decode("utf-8", "replace"), 0) from None
+                raise json.JSONDecodeError(str(error), body.decode("utf-8", "replace"), 0) from None
         return self._json
 
 
