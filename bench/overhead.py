@@ -10,7 +10,9 @@ With `--https` (the default) two more phases run the platform with a certificate
 ingress, beside plain uvicorn again (issue 17's goal: HTTPS p50 at most 1.5x plain HTTP's).
 
 Goals (issue 7): the platform's p50 at most 0.30x and its throughput at least 2.5x of bare
-Serve behind the default proxy, and its p50 at most 2x plain uvicorn's.
+Serve behind the default proxy, and its p50 at most 2x plain uvicorn's. Issue 15: through
+the app's sandboxed runner, p50 at most 1.3x the app's fal FastAPI app served inside the
+replica (the path before runners, without the platform's auth and metrics).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, __import__("os").path.dirname(__file__))
-from baselines import plain_uvicorn, run_bare_serve  # noqa: E402
+from baselines import plain_uvicorn, run_bare_serve, run_in_replica  # noqa: E402
 from common import BENCH, free_port, load, local_platform, platform, self_signed_certificate, table, wait_ok  # noqa: E402
 
 PAYLOAD = {"text": "hello"}
@@ -56,6 +58,7 @@ def phase(ingress: str, args: argparse.Namespace, results: dict) -> None:
         targets = {
             f"platform ({ingress})": f"{base}/bench/echo/",
             f"bare Serve ({ingress})": base + run_bare_serve("bare-echo"),
+            f"fal app in the replica ({ingress})": base + run_in_replica("in-replica-echo"),
             f"plain uvicorn (during {ingress})": uvicorn_url,
         }
         for url in targets.values():
@@ -94,7 +97,8 @@ def main() -> None:
     print()
     ours = "platform (haproxy)"
     for clients in CLIENTS:
-        for baseline in ("bare Serve (proxy)", "bare Serve (haproxy)", "plain uvicorn (during haproxy)", ours.replace("haproxy", "proxy")):
+        for baseline in ("bare Serve (proxy)", "bare Serve (haproxy)", "plain uvicorn (during haproxy)",
+                         "fal app in the replica (haproxy)", ours.replace("haproxy", "proxy")):
             latency = best(ours, clients, "p50_ms") / best(baseline, clients, "p50_ms")
             throughput = best(ours, clients, "rps") / best(baseline, clients, "rps")
             print(f"{clients:>2} client(s): {ours} / {baseline}: p50 latency {latency:.2f}x, "

@@ -154,7 +154,8 @@ def runners(name: str, user: Optional[str], address: Optional[str]) -> None:
     table = Table("runner", "state", "node", "pid", "uptime")
     for runner in list_runners(owner, app):
         uptime = f"{runner.uptime_s:.0f}s" if runner.uptime_s is not None else "?"
-        table.add_row(runner.id, runner.state, runner.node_id[:12], str(runner.pid), uptime)
+        node = runner.node_id[:12] if runner.node_id else "(no node yet)"
+        table.add_row(runner.id, runner.state, node, str(runner.pid) if runner.pid else "-", uptime)
     console.print(table)
 
 

@@ -52,7 +52,21 @@ def up(
     if info.fresh:
         restore_registered_apps()
     console.print(f"Platform up. Ray: {info.address}  HTTP: {info.http_url} ({info.ingress})")
+    _say_how_runners_run()
     console.print(f"Ray dashboard: {info.dashboard_url}  Metrics (Prometheus): {info.metrics_url}")
+
+
+def _say_how_runners_run() -> None:
+    from tenantserve.adapters.fal import sandbox
+
+    if sandbox.unsandboxed():
+        console.print(f"warning: {sandbox.UNSANDBOXED_VAR} is set: apps' code runs without a sandbox "
+                      "(one trusted team only)", style="yellow")
+        return
+    try:
+        sandbox.check()
+    except sandbox.SandboxUnavailable as error:
+        console.print(f"warning: {error}; until then deploys fail", style="yellow")
 
 
 @click.command()

@@ -35,7 +35,7 @@ class TinyDiffusion(fal.App, keep_alive=300, max_multiplexing=1):
         import torch
         from diffusers import DPMSolverSinglestepScheduler, StableDiffusionPipeline
 
-        # The node's model cache, which the platform hands every replica.
+        # The owner's area of the node's model cache, /data in the app's runner.
         folder = os.path.join(os.environ["TENANTSERVE_MODEL_CACHE"], "tiny-sd")
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         dtype = torch.float16 if self.device == "cuda" else torch.float32

@@ -2,7 +2,8 @@
 `save_pretrained`, so that `examples/tiny_diffusion.py` loads it through diffusers' real
 `from_pretrained` with no download. Its images are noise, made by the real pipeline code.
 
-    python examples/tiny_pipeline.py [FOLDER]   # default: <the platform's model cache>/tiny-sd
+    python examples/tiny_pipeline.py --user USER   # into USER's area of the model cache
+    python examples/tiny_pipeline.py FOLDER
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ import tempfile
 from pathlib import Path
 
 
-def default_folder() -> Path:
-    """Where the platform's replicas find it: $TENANTSERVE_MODEL_CACHE/tiny-sd (default
-    $TENANTSERVE_HOME/cache, itself ~/.tenantserve by default)."""
+def default_folder(user: str) -> Path:
+    """Where USER's runners find it, as /data/tiny-sd: USER's area of the node's model cache,
+    $TENANTSERVE_MODEL_CACHE/users/USER (the cache defaults to $TENANTSERVE_HOME/cache,
+    itself ~/.tenantserve by default)."""
     home = Path(os.environ.get("TENANTSERVE_HOME", "~/.tenantserve")).expanduser()
-    return Path(os.environ.get("TENANTSERVE_MODEL_CACHE") or home / "cache") / "tiny-sd"
+    return Path(os.environ.get("TENANTSERVE_MODEL_CACHE") or home / "cache") / "users" / user / "tiny-sd"
 
 
 def _byte_level_tokenizer(folder: Path):  # type: ignore[no-untyped-def]
@@ -72,5 +74,10 @@ def build(folder: Path, seed: int = 0) -> Path:
 
 
 if __name__ == "__main__":
-    target = Path(sys.argv[1]) if len(sys.argv) > 1 else default_folder()
+    if len(sys.argv) == 3 and sys.argv[1] == "--user":
+        target = default_folder(sys.argv[2])
+    elif len(sys.argv) == 2 and not sys.argv[1].startswith("-"):
+        target = Path(sys.argv[1])
+    else:
+        sys.exit(__doc__)
     print(f"tiny pipeline saved in {build(target)}")

@@ -136,6 +136,7 @@ def _platform_config(registry_url: str) -> dict[str, Any]:
         "model_cache": os.environ.get("TENANTSERVE_MODEL_CACHE") or str(state_dir() / "cache"),
         "results_ttl_s": float(os.environ.get("TENANTSERVE_RESULTS_TTL", RESULTS_TTL_S)),
         "spare_workers": spares_per_node(),
+        "download_hosts": os.environ.get("TENANTSERVE_DOWNLOAD_HOSTS", ""),
     }
 
 
@@ -146,9 +147,10 @@ def _target(
     progress: Progress = lambda line: None,
 ) -> RunTarget:
     requirements = bundle.options.requirements
-    environment = environments.prepare(requirements, progress) if requirements else None
+    if requirements:
+        environments.prepare(requirements, progress)
     return RunTarget(
-        target=to_application(bundle, nodes if nodes is not None else node_shapes(), config, environment),
+        target=to_application(bundle, nodes if nodes is not None else node_shapes(), config),
         name=serve_app_name(bundle.owner, bundle.app_name),
         route_prefix=route_prefix(bundle.owner, bundle.app_name),
     )

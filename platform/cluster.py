@@ -46,12 +46,9 @@ CLUSTER_ENV = {
 
 
 def node_env() -> dict[str, str]:
-    """What every node's `ray start` runs with: CLUSTER_ENV, the plugin that builds apps'
-    environments, and the modules every worker imports as it starts (ray-cluster.yaml and
-    the KubeRay manifest set the same)."""
-    from .environments import PLUGINS_VAR, plugin_setting
-
-    return {**CLUSTER_ENV, PLUGINS_VAR: plugin_setting(), PRELOAD_VAR: PRELOAD}
+    """What every node's `ray start` runs with: CLUSTER_ENV and the modules every worker
+    imports as it starts (ray-cluster.yaml and the KubeRay manifest set the same)."""
+    return {**CLUSTER_ENV, PRELOAD_VAR: PRELOAD}
 
 
 # Imported by every Ray worker before it takes work (Ray's `preload_python_modules`): see

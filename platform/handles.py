@@ -5,7 +5,8 @@
     output = await handle.run.remote({"prompt": "a rhino"})  # inside a deployment
 
 An endpoint is called by its method name with a pydantic model, a dict or nothing, and
-returns the endpoint's output model.
+returns the endpoint's JSON answer (its output model as a dict): the app's classes live in
+its runner, another process. An error answer raises the replica's `EndpointError`.
 """
 
 from __future__ import annotations

@@ -19,9 +19,11 @@ from pathlib import Path
 from typing import Optional
 
 from sqlalchemy import (
-    Boolean, Column, DateTime, Integer, MetaData, String, Table, Text, create_engine, delete, event, select, update,
+    Boolean, Column, DateTime, Integer, MetaData, String, Table, Text, create_engine, delete, event, func, select,
+    update,
 )
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 
 from tenantserve.adapters.fal.bundle import AppBundle
 
@@ -37,6 +39,7 @@ users = Table(
     Column("max_apps", Integer),
     Column("max_replicas", Integer),
     Column("max_gpus", Integer),
+    Column("number", Integer, unique=True),  # for the OS user of the user's runners
 )
 secrets_table = Table(
     "secrets", metadata,
@@ -152,10 +155,22 @@ class Registry:
 
     def create_user(self, name: str, admin: bool = False) -> None:
         check_name("user", name)
-        with self.engine.begin() as conn:
-            if conn.execute(select(users.c.name).where(users.c.name == name)).first():
-                raise RegistryError(f"user {name!r} exists already")
-            conn.execute(users.insert().values(name=name, is_admin=admin, created_at=_now()))
+        for attempt in range(5):
+            try:
+                with self.engine.begin() as conn:
+                    if conn.execute(select(users.c.name).where(users.c.name == name)).first():
+                        raise RegistryError(f"user {name!r} exists already")
+                    number = (conn.execute(select(func.max(users.c.number))).scalar() or 0) + 1
+                    conn.execute(users.insert().values(name=name, is_admin=admin, created_at=_now(), number=number))
+                return
+            except IntegrityError:
+                if attempt == 4:
+                    raise  # another user created at the same time took the number, every time
+
+    def user_number(self, name: str) -> Optional[int]:
+        """The user's number (1, 2, ...: never reused), from which their runners' OS user comes."""
+        with self.engine.connect() as conn:
+            return conn.execute(select(users.c.number).where(users.c.name == name)).scalar()
 
     def user(self, name: str) -> Optional[bool]:
         """None if there is no such user, else whether the user is an admin."""

@@ -24,8 +24,8 @@ class Runner:
     id: str
     app: str
     state: str
-    node_id: str
-    pid: int
+    node_id: Optional[str]  # None while the replica waits for a node
+    pid: Optional[int]
     uptime_s: Optional[float]
 
 

@@ -80,6 +80,18 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
         down()
 
 
+class RetryingTransport(httpx.HTTPTransport):
+    """Sends a request again, once, when its pooled connection closed before any answer:
+    HAProxy closes idle connections at each reload (README, "Ingress"), and fal_client
+    retries such transport errors the same way."""
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        try:
+            return super().handle_request(request)
+        except httpx.RemoteProtocolError:
+            return super().handle_request(request)
+
+
 @pytest.fixture(scope="session")
 def base_url(cluster: dict) -> str:
     return cluster["http_url"]
@@ -87,13 +99,13 @@ def base_url(cluster: dict) -> str:
 
 @pytest.fixture(scope="session")
 def http(base_url: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=base_url, timeout=60) as client:
+    with httpx.Client(base_url=base_url, timeout=60, transport=RetryingTransport()) as client:
         yield client
 
 
 TEST_USERS = (
     "alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi",
-    "ivan", "judy", "kim", "lena", "mia", "olga", "petra", "quinn", "rita", "sam", "remote",
+    "ivan", "judy", "kim", "lena", "mia", "olga", "petra", "quinn", "rita", "sam", "remote", "tina", "uma",
 )
 
 

@@ -23,3 +23,12 @@ def running_replicas(app_name: str) -> int:
         return 0
     return sum(n for d in app.deployments.values() for state, n in d.replica_states.items()
                if state in ("RUNNING", "STARTING"))
+
+
+def replica_pids(app_name: str) -> list[int]:
+    """The processes of a Serve app's live replicas: the Ray workers, not their runners."""
+    serve_connected()
+    from ray.util.state import list_actors
+
+    actors = list_actors(filters=[("state", "=", "ALIVE")], limit=10_000)
+    return [a.pid for a in actors if (a.name or "").startswith(f"SERVE_REPLICA::{app_name}#")]

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import ray
 
+from helpers import replica_pids
 from conftest import APPS, deployed, wait_until
 
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -46,7 +47,7 @@ def test_an_app_at_zero_wakes_in_a_waiting_worker(cli, http) -> None:
     sent = time.clock_gettime(time.CLOCK_BOOTTIME)
     answer = http.post("/rita/wakes-warm/", json={})
     assert answer.status_code == 200
-    assert started_at(answer.json()["pid"]) < sent, "the replica started in a new process"
+    assert started_at(replica_pids("rita.wakes-warm")[0]) < sent, "the replica started in a new process"
 
     cli("apps", "delete", "wakes-warm", "--user", "rita")
 

@@ -21,7 +21,7 @@ from tiny_pipeline import build  # noqa: E402
 
 @pytest.fixture(scope="module")
 def model_cache(cluster) -> Path:
-    cache = Path(os.environ["TENANTSERVE_HOME"]) / "cache"
+    cache = Path(os.environ["TENANTSERVE_HOME"]) / "cache" / "users" / "heidi"  # /data in heidi's runners
     build(cache / "tiny-sd")
     return cache
 
@@ -43,7 +43,7 @@ def test_tiny_pipeline_app_returns_a_fetchable_png(cli, http, model_cache) -> No
 
 def test_replicas_share_the_nodes_model_cache_offline(cli, http, model_cache) -> None:
     # Pre-fill the cache as an air-gapped cluster would: the hub's layout, one snapshot.
-    repo = model_cache / "huggingface" / "hub" / "models--tenantserve-tests--tiny-sd"
+    repo = model_cache / ".cache" / "huggingface" / "hub" / "models--tenantserve-tests--tiny-sd"
     revision = "0" * 40
     shutil.copytree(model_cache / "tiny-sd", repo / "snapshots" / revision, dirs_exist_ok=True)
     (repo / "refs").mkdir(parents=True, exist_ok=True)
@@ -55,10 +55,10 @@ def test_replicas_share_the_nodes_model_cache_offline(cli, http, model_cache) ->
     deadline = time.monotonic() + 30
     while len(seen) < 2 and time.monotonic() < deadline:  # two replicas behind one URL
         answer = http.post("/heidi/cached-weights/").json()
-        seen[answer["pid"]] = answer
+        seen[answer["instance"]] = answer
     assert len(seen) == 2
     first, second = seen.values()
-    assert first["hf_home"] == second["hf_home"] == str(model_cache / "huggingface")
-    assert first["snapshot"] == second["snapshot"] == str(repo / "snapshots" / revision)
+    assert first["hf_home"] == second["hf_home"] == "/data/.cache/huggingface"
+    assert first["snapshot"] == second["snapshot"] == f"/data/.cache/huggingface/hub/{repo.name}/snapshots/{revision}"
     assert first["offline"] == "1"
     assert [p.name for p in (repo / "snapshots").iterdir()] == [revision]  # no second copy

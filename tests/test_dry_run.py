@@ -37,7 +37,7 @@ def test_dry_run_in_words(tmp_path) -> None:
     done = _dry_run(tmp_path, f"{APPS}/streaming.py::Talker", "--app-name", "talker", "--auth", "public")
     assert done.returncode == 0, done.stderr
     text = " ".join(done.stdout.split())
-    assert "Would deploy ci/talker" in text and "auth public" in text and "server-sent events" in text
+    assert "Would deploy ci/talker" in text and "auth public" in text and "stream" in text
     assert "machine XS: each replica takes CPU=0.1" in text
 
 

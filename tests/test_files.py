@@ -25,7 +25,7 @@ def _auth(keys: dict, user: str) -> dict:
 def test_image_outputs_are_urls_on_the_platform(cli, http, base_url) -> None:
     deployed(cli, f"{APPS}/images.py::Painter", "--user", "erin")
     image = http.post("/erin/painter/", json={"width": 20, "height": 10}).json()["image"]
-    assert image["url"].startswith(f"{base_url}/files/") and image["url"].endswith("/image.png")
+    assert image["url"].startswith(f"{base_url}/files/") and image["url"].endswith(".png")  # fal names it
     assert (image["width"], image["height"], image["content_type"]) == (20, 10, "image/png")
     fetched = http.get(image["url"])  # a public app's outputs are public
     assert fetched.status_code == 200 and fetched.headers["content-type"] == "image/png"

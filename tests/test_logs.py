@@ -5,11 +5,11 @@ import time
 from conftest import APPS, deployed
 
 
-def _logs(cli, *args: str, user: str = "mia", expect: str = "", timeout: float = 20) -> str:
+def _logs(cli, *args: str, user: str = "mia", expect: tuple[str, ...] = (), timeout: float = 20) -> str:
     deadline = time.monotonic() + timeout
     while True:  # Serve flushes replica logs in batches
         result = cli("logs", *args, as_user=user)
-        if expect in result.output or time.monotonic() > deadline:
+        if all(text in result.output for text in expect) or time.monotonic() > deadline:
             return result.output
         time.sleep(1)
 
@@ -20,15 +20,16 @@ def test_logs_show_prints_and_tracebacks_to_the_owner(cli, http) -> None:
     failed = http.post("/mia/chatty/fail")
     assert failed.status_code == 500
 
-    everything = _logs(cli, "chatty", expect="missing-tensor")
+    everything = _logs(cli, "chatty", expect=("loading the weights", "KeyError: 'missing-tensor'", "POST /mia/chatty 500"))
     assert "loading the weights" in everything  # setup()'s print
     assert "handling a request" in everything
     assert "this model is deprecated" in everything
     assert "KeyError: 'missing-tensor'" in everything and "chatty.py" in everything
+    assert "Exception in ASGI application" not in everything  # the traceback once, with its request
     line = next(l for l in everything.splitlines() if "handling a request" in l)
     assert line[:4].isdigit() and len(line.split()[2]) == 8  # time, then the replica id
 
-    one_request = _logs(cli, "chatty", "--request", "req-talk-1", expect="handling a request")
+    one_request = _logs(cli, "chatty", "--request", "req-talk-1", expect=("handling a request",))
     assert "handling a request" in one_request and "missing-tensor" not in one_request
     time.sleep(2)
     assert "loading the weights" not in _logs(cli, "chatty", "--since", "1s")

@@ -75,3 +75,29 @@ def test_a_replica_must_fit_one_node_not_the_cluster_sum() -> None:
     assert actor_options(["XS"], None, [head, gpu_group]) == {"num_cpus": 0.1}
     with pytest.raises(UnplaceableError, match="no node has CPU"):
         actor_options(["XS"], None, [head])
+
+
+def test_fal_options_the_platform_does_not_map_fail_naming_them(tmp_path) -> None:
+    app = tmp_path / "unmapped.py"
+    app.write_text(
+        "import fal\n\n"
+        "class Imaged(fal.App):\n"
+        "    image = fal.ContainerImage.from_dockerfile_str('FROM python:3.11-slim')\n"
+        "    @fal.endpoint('/')\n"
+        "    def run(self) -> dict:\n        return {}\n\n"
+        "class Regional(fal.App, regions=['us-east']):\n"
+        "    @fal.endpoint('/')\n"
+        "    def run(self) -> dict:\n        return {}\n\n"
+        "class Layered(fal.App, termination_grace_period_seconds=5):\n"
+        "    requirements = [['setuptools'], ['humanize==4.9.0']]\n"
+        "    @fal.endpoint('/', health_check=fal.HealthCheck(timeout_seconds=3))\n"
+        "    def run(self) -> dict:\n        return {}\n"
+    )
+    with pytest.raises(OptionsError, match=r"option 'image' on Imaged \(custom container images\) is not supported"):
+        prepare(f"{app}::Imaged", owner="alice")
+    with pytest.raises(OptionsError, match=r"option 'regions' on Regional"):
+        prepare(f"{app}::Regional", owner="alice")
+    layered = prepare(f"{app}::Layered", owner="alice").options
+    assert layered.requirements == ["setuptools", "humanize==4.9.0"]  # fal's install layers, in order
+    assert layered.termination_grace_period_seconds == 5
+    assert layered.health_check.path == "/" and layered.health_check.timeout_seconds == 3

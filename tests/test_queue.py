@@ -11,6 +11,7 @@ from typing import Callable, Iterator
 
 import pytest
 
+from helpers import replica_pids
 from conftest import APPS, deployed, free_port
 
 
@@ -173,18 +174,19 @@ def test_request_survives_its_replica_being_killed(http, keys, worker) -> None:
     submitted = _submit(http, keys, worker, {"label": "survivor", "seconds": 3})
     _until(lambda: _status(http, keys, submitted), lambda s: s["status"] == "IN_PROGRESS")
     time.sleep(0.5)
-    os.kill(pid, signal.SIGKILL)
+    for replica in replica_pids("rita.worker"):  # the replica's process; its runner dies with it
+        os.kill(replica, signal.SIGKILL)
     status = _until(lambda: _status(http, keys, submitted), lambda s: s["status"] == "COMPLETED", timeout=90)
     assert status["status"] == "COMPLETED" and "error" not in status
     answer = http.get(submitted["response_url"], headers=_auth(keys, "rita")).json()
     assert answer["label"] == "survivor" and answer["pid"] != pid
 
     # A caller may ask for no retry (fal's x-fal-no-retry): the death is then its answer.
-    pid = answer["pid"]
     once = _submit(http, keys, worker, {"label": "once", "seconds": 3}, **{"x-fal-no-retry": "1"})
     _until(lambda: _status(http, keys, once), lambda s: s["status"] == "IN_PROGRESS")
     time.sleep(0.5)
-    os.kill(pid, signal.SIGKILL)
+    for replica in replica_pids("rita.worker"):
+        os.kill(replica, signal.SIGKILL)
     failed = _until(lambda: _status(http, keys, once), lambda s: s["status"] == "COMPLETED", timeout=60)
     assert "replica died" in failed["error"]
     assert http.get(once["response_url"], headers=_auth(keys, "rita")).status_code == 500

@@ -94,3 +94,36 @@ def test_platform_on_postgresql(postgres_url, cluster, base_url, tmp_path) -> No
     assert answer.json()["version"] == "v1"
     assert "pguser/on-postgres" in platform("apps", "list", "--user", "pguser")
     platform("apps", "delete", "pguser/on-postgres")
+
+
+def test_each_user_gets_a_number_of_their_own(registry_url) -> None:
+    registry = Registry(registry_url)
+    names = [f"n{uuid.uuid4().hex[:8]}" for _ in range(3)]
+    for name in names:
+        registry.create_user(name)
+    numbers = [registry.user_number(name) for name in names]
+    assert numbers == sorted(numbers) and len(set(numbers)) == 3 and numbers[0] >= 1
+    assert registry.user_number("nobody-like-this") is None
+
+
+def test_users_from_before_numbers_get_them_on_upgrade(tmp_path) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    from tenantserve.platform.registry import MIGRATIONS, make_engine
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = make_engine(url)
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0003")
+    with engine.begin() as connection:
+        for name, created in (("zed", "2026-01-01"), ("amy", "2026-02-01")):
+            connection.execute(sa.text("insert into users (name, is_admin, created_at) values (:n, 0, :c)"),
+                               {"n": name, "c": created})
+    registry = Registry(url)
+    assert (registry.user_number("zed"), registry.user_number("amy")) == (1, 2)  # in the order they came
+    registry.create_user("bea")
+    assert registry.user_number("bea") == 3

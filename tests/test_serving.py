@@ -1,6 +1,7 @@
 """Deploy apps through the CLI and call them over HTTP, as a user would."""
 
 import io
+import os
 import time
 from pathlib import Path
 
@@ -26,7 +27,7 @@ def test_stateful_multi_endpoint_app(cli, http) -> None:
 
     assert http.get("/alice/counter/health").json()["status"] == "ok"
     spec = http.get("/alice/counter/openapi.json").json()
-    assert set(spec["paths"]) == {"/", "/swatch"}
+    assert {"/", "/swatch"} <= set(spec["paths"])  # fal's own app also lists its GET /health
     assert "Greeting" in spec["components"]["schemas"]
 
 
@@ -74,9 +75,9 @@ def test_app_errors_reach_the_client(cli, http, cluster) -> None:
     assert http.post("/alice/errors/field-exception", json={"value": 3}).json() == {"value": 3}
 
     crash = http.post("/alice/errors/crash")
-    assert crash.status_code == 500 and crash.json()["request_id"]
+    assert crash.status_code == 500 and crash.json() == {"detail": "Internal Server Error"}  # fal's answer
     assert "divided by zero" not in crash.text  # the traceback goes to the logs, not the client
-    assert _replica_log_mentions(cluster, "alice.errors", crash.json()["request_id"], "ZeroDivisionError")
+    assert _replica_log_mentions(cluster, "alice.errors", crash.headers["x-fal-request-id"], "ZeroDivisionError")
 
     oom = http.post("/alice/errors/oom")
     assert oom.status_code == 503 and "out of memory" in oom.json()["detail"]
@@ -143,9 +144,10 @@ def test_websocket_endpoint(cli, base_url) -> None:
 
 
 def test_teardown_runs_when_the_app_is_deleted(cli, http, tmp_path) -> None:
-    marker = tmp_path / "teardown-marker"
+    # The runner writes to /data, its owner's area of the node's model cache.
+    marker = Path(os.environ["TENANTSERVE_HOME"]) / "cache" / "users" / "bob" / f"teardown-{tmp_path.name}"
     app_file = tmp_path / "tidy.py"
-    app_file.write_text((APPS / "teardown_app.py").read_text().replace("/tmp/tenantserve-teardown-marker", str(marker)))
+    app_file.write_text((APPS / "teardown_app.py").read_text().replace("/tmp/tenantserve-teardown-marker", f"/data/{marker.name}"))
     deployed(cli, f"{app_file}::Tidy", "--user", "bob")
     assert http.post("/bob/tidy/").json() == {"ok": True}
     assert not marker.exists()

@@ -161,10 +161,11 @@ def test_quotas_are_enforced_at_deploy_and_scale(cli, http) -> None:
 
 def test_runners_list_and_kill(cli, http) -> None:
     deployed(cli, f"{APPS}/env_probe.py::EnvProbe", "--user", "ivan", "--app-name", "probe")
-    pid = http.post("/ivan/probe/", json={"name": "HOME"}).json()["pid"]
+    pid = http.post("/ivan/probe/", json={"name": "HOME"}).json()["pid"]  # the runner process's own id
     listing = cli("apps", "runners", "probe", as_user="ivan")
-    assert listing.exit_code == 0 and str(pid) in listing.output and "ALIVE" in listing.output
-    runner_id = next(line.split()[1] for line in listing.output.splitlines() if str(pid) in line)
+    rows = [line.split()[1] for line in listing.output.splitlines() if "ALIVE" in line]
+    assert listing.exit_code == 0 and len(rows) == 1, listing.output
+    runner_id = rows[0]
 
     assert "no runner" in cli("runners", "kill", runner_id, as_user="bob").output  # not bob's
     killed = cli("runners", "kill", runner_id, as_user="ivan")

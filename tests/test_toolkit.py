@@ -1,30 +1,98 @@
-"""`fal.toolkit` files and images as app code builds them (no cluster needed)."""
+"""fal's own toolkit, unmodified, on the platform's file store (no cluster needed): what an
+app's `File`/`Image` outputs become, and how its runner reads the platform's file URLs,
+through the replica's side of the control socket."""
 
-import base64
+import asyncio
+import io
+import threading
+import urllib.error
+import urllib.request
 
+import pytest
 from PIL import Image as PILImage
 
-from tenantserve.adapters.fal.sdk.toolkit import File, Image
+from tenantserve.adapters.fal.files_socket import FilesSocket
+from tenantserve.platform.files import AppStorage, FileStore
+from tenantserve_runner import files as runner_files
+from tenantserve_runner.logs import current_request
+
+PUBLIC_URL = "http://platform.test:8000"
 
 
-def test_file_from_bytes_and_path(tmp_path) -> None:
+@pytest.fixture()
+def platform_store(tmp_path, monkeypatch):
+    """A replica's file socket for alice's private app, served from a thread's event loop."""
+    store = FileStore(str(tmp_path / "files"))
+    storage = AppStorage(store, PUBLIC_URL, "alice", "private")
+    callers: dict = {}
+    socket_path = tmp_path / "control.sock"
+    loop = asyncio.new_event_loop()
+    server = FilesSocket(storage, callers, default_caller="alice")
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    asyncio.run_coroutine_threadsafe(server.start(socket_path), loop).result(10)
+    monkeypatch.setenv("TENANTSERVE_CONTROL_SOCKET", str(socket_path))
+    monkeypatch.setenv(runner_files.FILES_URL_VAR, PUBLIC_URL + "/files")
+    runner_files.install()
+    yield store, callers
+    asyncio.run_coroutine_threadsafe(server.stop(), loop).result(10)
+    loop.call_soon_threadsafe(loop.stop)
+    urllib.request.install_opener(None)
+
+
+def test_toolkit_outputs_become_platform_files(platform_store) -> None:
+    from fal.toolkit import File, Image
+
+    store, _ = platform_store
     made = File.from_bytes(b"hello", content_type="text/plain", file_name="hi.txt")
-    assert (made.content_type, made.file_name, made.file_size) == ("text/plain", "hi.txt", 5)
-    assert made.as_bytes() == b"hello"
-    path = tmp_path / "weights.json"
-    path.write_text('{"a": 1}')
-    loaded = File.from_path(path)
-    assert (loaded.file_name, loaded.content_type, loaded.file_size) == ("weights.json", "application/json", 8)
-    assert loaded.save(tmp_path / "copy.json").read_text() == '{"a": 1}'
+    assert made.url.startswith(PUBLIC_URL + "/files/") and made.url.endswith("/hi.txt")
+    stored = store.find(made.url.split("/")[-2])
+    assert (stored.owner, stored.auth, store.read(stored)) == ("alice", "private", b"hello")
 
-
-def test_image_from_pil_and_bytes() -> None:
     image = Image.from_pil(PILImage.new("RGB", (12, 7), "#00ff00"))
-    assert (image.width, image.height, image.content_type, image.file_name) == (12, 7, "image/png", "image.png")
-    assert image.url.startswith("data:image/png;base64,")
-    assert image.to_pil().getpixel((0, 0)) == (0, 255, 0)
-    jpeg = Image.from_pil(PILImage.new("RGB", (4, 4)), format="jpeg")
-    assert jpeg.content_type == "image/jpeg"
-    again = Image.from_bytes(base64.b64decode(image.url.split(",", 1)[1]), content_type="image/png")
-    assert (again.width, again.height) == (12, 7)
-    assert set(image.model_dump()) == {"url", "content_type", "file_name", "file_size", "width", "height"}
+    assert (image.width, image.height, image.content_type) == (12, 7, "image/png")
+    png = store.read(store.find(image.url.split("/")[-2]))
+    assert PILImage.open(io.BytesIO(png)).getpixel((0, 0)) == (0, 255, 0)
+
+
+def test_platform_file_urls_are_read_with_the_callers_rights(platform_store, tmp_path) -> None:
+    from fal.toolkit import File, Image
+    from fal.exceptions import AppException
+    from fal.toolkit.utils.download_utils import DownloadError, download_file
+
+    store, callers = platform_store
+    private = File.from_bytes(b"alice only", content_type="text/plain", file_name="secret.txt")
+    callers.update({"req-alice": "alice", "req-bob": "bob"})
+
+    token = current_request.set("req-alice")
+    try:
+        assert urllib.request.urlopen(private.url).read() == b"alice only"
+    finally:
+        current_request.reset(token)
+
+    token = current_request.set("req-bob")
+    try:
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(private.url)
+        assert refused.value.code == 403
+        with pytest.raises(DownloadError) as refused_download:  # fal wraps what its fetcher raised
+            download_file(private.url, "/tmp/tenantserve-test-downloads")
+        assert refused_download.value.__cause__.status_code == 403
+        with pytest.raises(AppException) as refused_image:  # as an endpoint's error: the caller's 403
+            Image(url=private.url).to_pil()
+        assert refused_image.value.status_code == 403
+    finally:
+        current_request.reset(token)
+
+    token = current_request.set("req-alice")  # fal's own fetchers: download_file, Image.to_pil
+    try:
+        assert download_file(private.url, str(tmp_path / "downloads")).read_bytes() == b"alice only"
+        picture = Image.from_pil(PILImage.new("RGB", (3, 2), "#0000ff"))
+        assert Image(url=picture.url).to_pil().getpixel((0, 0)) == (0, 0, 255)
+    finally:
+        current_request.reset(token)
+
+    missing = PUBLIC_URL + "/files/0123456789abcdef/gone.txt"
+    with pytest.raises(urllib.error.HTTPError) as gone:
+        urllib.request.urlopen(missing)
+    assert gone.value.code == 404

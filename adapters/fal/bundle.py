@@ -27,6 +27,8 @@ class AppBundle:
     options: AppOptions
     # `local_python_modules`, as {path relative to the import root: base64 of the bytes}.
     local_files: dict[str, str] = field(default_factory=dict)
+    # The endpoint methods, {name: path}, for Python handles: the replica never loads the class.
+    endpoints: dict[str, str] = field(default_factory=dict)
 
     @property
     def revision(self) -> str:
@@ -74,6 +76,7 @@ class AppBundle:
             source=AppSource(**data["source"]),
             options=AppOptions(**data["options"]),
             local_files=data.get("local_files", {}),
+            endpoints=data.get("endpoints", {}),
         )
 
 
@@ -100,14 +103,26 @@ def _module_files(name: str, app_dir: Path) -> dict[str, str]:
     return files
 
 
+def check_serves(app_class: type) -> dict[str, Any]:
+    """Build the app's FastAPI app as fal's runner will (without setup()) and return its
+    OpenAPI schema; AppLoadError with fal's reason if it cannot be built."""
+    try:
+        return app_class(_allow_init=True).openapi()
+    except Exception as error:
+        cause = error.__cause__ or error
+        raise AppLoadError(f"{app_class.__name__} cannot be served: {type(cause).__name__}: {cause}") from None
+
+
 def prepare(ref: str, owner: str, app_name: Optional[str] = None) -> AppBundle:
     """Load `FILE::CLASS` and check all of it that can be checked before deploying."""
     source, app_class = read_source(ref)
     options = read_options(app_class)
     for machine_type in options.machine_types:
         check_machine_type(machine_type)
-    if not find_endpoints(app_class):
+    endpoints = find_endpoints(app_class)
+    if not endpoints:
         raise AppLoadError(f"{source.class_name} has no @fal.endpoint methods")
+    check_serves(app_class)
     app_dir = Path(source.filename).parent
     name = app_name if app_name is not None else options.name or kebab_case(source.class_name)
     check_name("user", owner)
@@ -126,6 +141,7 @@ def prepare(ref: str, owner: str, app_name: Optional[str] = None) -> AppBundle:
         local_files={
             path: data for name in options.local_python_modules for path, data in _module_files(name, app_dir).items()
         },
+        endpoints={e.name: e.path for e in endpoints if not e.is_websocket},
     )
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Mapping, Sequence
 
 from ray import serve
 from ray.serve import Application
@@ -35,18 +35,15 @@ def to_application(
     bundle: AppBundle,
     nodes: Sequence[Mapping[str, float]],
     platform_config: dict[str, Any],
-    environment: Optional[dict[str, Any]] = None,
 ) -> Application:
     """Bind the bundle into a Serve application; raises UnplaceableError if none of `nodes`
     (each node's total resources) fits a replica.
 
     `platform_config` tells the replica where API keys and secrets live (`registry_url`,
-    `secret_key_file`); `environment` is the runtime_env the platform prepared for the
-    bundle's `requirements`."""
+    `secret_key_file`). The replica runs in the platform's interpreter; the app's
+    `requirements` environment is its runner's (built on the node by the replica)."""
     options = bundle.options
     actor = actor_options(options.machine_types, options.num_gpus, nodes)
-    if environment:
-        actor["runtime_env"] = environment
     deployment = serve.deployment(
         FalAppReplica,
         name=bundle.source.class_name,
@@ -55,7 +52,11 @@ def to_application(
         max_ongoing_requests=options.max_multiplexing,
         max_queued_requests=-1,
         max_constructor_retry_count=CONSTRUCTOR_RETRIES,
-        graceful_shutdown_timeout_s=30,
+        # fal's termination_grace_period_seconds: how long teardown() may take.
+        graceful_shutdown_timeout_s=options.termination_grace_period_seconds or 30,
+        # Serve asks the replica (check_health) this often; an app's health_check= sets the timeout.
+        health_check_period_s=5,
+        health_check_timeout_s=(options.health_check.timeout_seconds if options.health_check else None) or 30,
         # JSON lines, each with its replica, request id and time: `platform logs` filters on them.
         logging_config={"encoding": "JSON"},
         # Owner, revision, auth and machine type, readable in the Ray dashboard's Serve view

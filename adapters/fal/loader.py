@@ -1,7 +1,7 @@
-"""Run a user's app file as a module, with `import fal` pointing at the platform's SDK.
+"""Run a user's app file as a module, with fal's own SDK, to read its App class.
 
-The same code runs in the CLI (to read the class options) and in each replica (to build
-the app), from the file's source text, so that the replica runs exactly what was deployed.
+The CLI does this to read the class options and endpoints; the app's runner loads the
+same source text (`runner/app.py`), so that it runs exactly what was deployed.
 """
 
 from __future__ import annotations
@@ -15,19 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from . import sdk
-from .sdk import App
+from fal import App
 
 
 class AppLoadError(ValueError):
     """The app file or class cannot be loaded; the message says why."""
-
-
-def install_fal_alias() -> None:
-    """Make `import fal`, `fal.toolkit` and `fal.exceptions` resolve to the platform's SDK."""
-    sys.modules["fal"] = sdk
-    sys.modules["fal.toolkit"] = sdk.toolkit
-    sys.modules["fal.exceptions"] = sdk.exceptions
 
 
 @dataclass(frozen=True)
@@ -72,15 +64,7 @@ def read_source(ref: str) -> tuple[AppSource, type]:
     return source, _app_class(module, class_name, path)
 
 
-def load_class(source: AppSource) -> tuple[type, types.ModuleType]:
-    """Load the App class from source text (in a replica, where only `local_python_modules`
-    are importable besides installed packages, as on a node that never saw the app's folder)."""
-    module = _run_module(source.filename, source.source, source.module_name)
-    return _app_class(module, source.class_name, Path(source.filename)), module
-
-
 def _run_module(filename: str, text: str, module_name: str, search_app_dir: bool = False) -> types.ModuleType:
-    install_fal_alias()
     try:
         code = compile(text, filename, "exec")
     except SyntaxError as error:

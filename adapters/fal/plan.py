@@ -9,11 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from .bundle import AppBundle
+from .bundle import AppBundle, check_serves
 from .deployment import autoscaling_config
-from .loader import load_class
+from .loader import read_source
 from .machines import replica_resources
-from .routes import build_asgi_app, find_endpoints, is_streaming
+from .routes import find_endpoints, streams
 
 
 @dataclass(frozen=True)
@@ -35,13 +35,12 @@ class DeployPlan:
 
 
 def plan(bundle: AppBundle) -> DeployPlan:
-    """The plan for a bundle that `prepare` accepted; AppLoadError if the class cannot be
-    instantiated to build its schema (setup() is not run)."""
+    """The plan for a bundle that `prepare` accepted (setup() is not run)."""
     options = bundle.options
-    app_class, _ = load_class(bundle.source)
+    _, app_class = read_source(f"{bundle.source.filename}::{bundle.source.class_name}")
     endpoints = find_endpoints(app_class)
-    schema = build_asgi_app(app_class(), endpoints, title=f"{bundle.owner}/{bundle.app_name}",
-                            timeout=options.request_timeout, version=bundle.code_version).openapi()
+    schema = check_serves(app_class)
+    schema["info"]["title"] = f"{bundle.owner}/{bundle.app_name}"
     return DeployPlan(
         owner=bundle.owner,
         app=bundle.app_name,
@@ -57,9 +56,8 @@ def plan(bundle: AppBundle) -> DeployPlan:
         local_files=sorted(bundle.local_files),
         endpoints=[{
             "name": e.name,
-            "path": e.spec.path,
-            "kind": "websocket" if e.spec.is_websocket else
-                    "server-sent events" if is_streaming(getattr(app_class, e.name)) else "POST",
+            "path": e.path,
+            "kind": "websocket" if e.is_websocket else "stream" if streams(app_class, e.name) else "POST",
         } for e in endpoints],
         openapi=schema,
     )

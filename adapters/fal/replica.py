@@ -1,148 +1,336 @@
-"""The Ray Serve replica that hosts one fal App: `setup()` in `__init__`, endpoints over HTTP.
+"""The Ray Serve replica that hosts one fal App: the platform's trusted process in front of
+the app's runner.
 
-HTTP requests reach the FastAPI app that `__serve_build_asgi_app__` returns; Python
-handles call `call_endpoint`. `teardown()` runs when Serve stops the replica.
+The replica checks API keys, counts metrics, answers the queue and Python handles, and
+owns the lifecycle; the app's code runs only in its runner (`runner/`), a sandboxed
+process the replica starts (`supervisor.py`), feeds (`forward.py`) and serves the file
+store to (`files_socket.py`). setup() runs when the runner starts, teardown() when Serve
+stops the replica.
 """
 
 from __future__ import annotations
 
-import inspect
+import asyncio
+import json
 import logging
+import logging.handlers
 import os
-import sys
+import re
+import shutil
+import tempfile
 import time
-import traceback
-from typing import Any, Optional
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator, Optional
 
-import ray.cloudpickle
+import ray
 from ray import serve
 
-from tenantserve.platform.auth import AuthMiddleware, acting_for
+from tenantserve.platform import environments
+from tenantserve.platform.auth import AuthMiddleware
 from tenantserve.platform.bodies import MAX_CALL_BYTES, BodyLimit
 from tenantserve.platform.files import AppStorage, FileStore
 from tenantserve.platform.metrics import AppMetrics
 from tenantserve.platform.registry import Registry
 from tenantserve.platform.secrets import replica_environment
 
+from . import sandbox
 from .bundle import AppBundle
-from .loader import load_class
-from .capture import install as capture_prints, request_logs
-from .routes import answer, bare_root_as_slash, build_asgi_app, find_endpoints, handle_kwargs, invoke, is_streaming
-from .sdk import toolkit
+from .files_socket import FilesSocket
+from .forward import Ingress, relative_path
+from .routes import bare_root_as_slash
+from .supervisor import APP_SOCKET, CONTROL_SOCKET, STOP_GRACE_S, Launch, Runner, SetupFailed
 
 logger = logging.getLogger("ray.serve")
 
 SETUP_FAILED = "setup() failed in"
+RUNNER_MODULE = "tenantserve_runner"
 
 
 class SetupError(RuntimeError):
     """setup() raised; the message holds the traceback from the app's own file down."""
 
 
-def _user_traceback(error: BaseException, filename: str) -> str:
-    tb = error.__traceback__
-    while tb is not None and tb.tb_frame.f_code.co_filename != filename:
-        tb = tb.tb_next
-    return "".join(traceback.format_exception(type(error), error, tb or error.__traceback__))
+class EndpointError(RuntimeError):
+    """A handle call that the endpoint answered with an error status."""
+
+    def __init__(self, status_code: int, detail: Any, where: str) -> None:
+        super().__init__(f"{where} answered {status_code}: {detail}")
+        self.status_code, self.detail, self.where = status_code, detail, where
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return EndpointError, (self.status_code, self.detail, self.where)
+
+
+def user_traceback(output: str, filename: str) -> str:
+    """The traceback in a runner's output, from the first frame in the app's own file."""
+    start = output.find("Traceback (most recent call last):")
+    if start < 0:
+        return output.strip()
+    lines = output[start:].splitlines()
+    first = next((i for i, line in enumerate(lines) if line.strip().startswith(f'File "{filename}"')), 1)
+    end = next((i for i, line in enumerate(lines) if "Application startup failed" in line), len(lines))
+    return "\n".join([lines[0], *lines[first:end]]).strip()
+
+
+def _log_entry(message: str, level: str) -> dict[str, Any]:
+    return {"message": message, "level": level, "source": "user", "timestamp": datetime.now(timezone.utc).isoformat()}
+
+
+def _fal_traceback(message: str) -> Optional[str]:
+    """fal's runners print an endpoint's traceback as `{"traceback": ...}`, newest frame first."""
+    if not message.startswith('{"traceback"'):
+        return None
+    try:
+        text = json.loads(message)["traceback"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return "".join(re.split(r"(?<=\n)", text)[::-1]).rstrip()
+
+
+def _flush_serve_logs() -> None:
+    for handler in logger.handlers:
+        if isinstance(handler, logging.handlers.MemoryHandler) and handler.buffer:
+            handler.flush()
+
+
+async def _flush_logs_every(seconds: float) -> None:
+    """Serve's throughput-optimized mode (the HAProxy ingress) buffers a replica's log
+    records 1,000 at a time; the app's output reaches the log file (`platform logs`)
+    within `seconds` instead."""
+    while True:
+        await asyncio.sleep(seconds)
+        _flush_serve_logs()
+
+
+def _chown_tree(root: Path, uid: int) -> None:
+    """Give `root` and everything below it to `uid` (one stat per entry where it has it already)."""
+    for folder, dirs, files in os.walk(root):
+        for path in (folder, *(os.path.join(folder, name) for name in (*dirs, *files))):
+            if os.lstat(path).st_uid != uid:
+                os.chown(path, uid, uid, follow_symlinks=False)
+
+
+def _gpu_ids() -> list[int]:
+    ids = []
+    for value in ray.get_gpu_ids():
+        try:
+            ids.append(int(value))
+        except (TypeError, ValueError):
+            continue
+    return ids
 
 
 @serve.ingress()
 class FalAppReplica:
     async def __init__(self, bundle_json: str, platform_config: dict[str, Any]) -> None:
+        self._bundle = bundle = AppBundle.from_json(bundle_json)
+        # From the start: a long setup()'s prints show in `platform logs` as it runs.
+        self._flusher = asyncio.ensure_future(_flush_logs_every(0.5))
+        sandbox.check()
         # One read-only registry connection for the replica: secrets now, API keys per request.
         self._registry = Registry(platform_config["registry_url"], migrate_schema=False)
-        self._bundle = bundle = AppBundle.from_json(bundle_json)
-        # The node's model cache, shared by every replica on it (fal's /data): weights land
-        # there once. A node's own HF_HOME, or the owner's secrets below, take precedence.
-        os.environ["TENANTSERVE_MODEL_CACHE"] = platform_config["model_cache"]
-        os.environ.setdefault("HF_HOME", os.path.join(platform_config["model_cache"], "huggingface"))
-        # The owner's secrets, as environment variables, before the app's code runs.
-        os.environ.update(
-            replica_environment(bundle.owner, self._registry, platform_config.get("secret_key_file"))
-        )
-        # fal.toolkit outputs go to the platform's file store, readable with this app's key rules.
+        python = await asyncio.to_thread(environments.python_for, bundle.options.requirements, logger.info)
+        replica_id = serve.get_replica_context().replica_id.unique_id
+        self._folder = Path(tempfile.gettempdir()) / "tenantserve-runners" / replica_id
+        self._uid = sandbox.runner_uid(self._registry.user_number(bundle.owner))
+        mounts = await asyncio.to_thread(self._mounts, platform_config, python)  # copies and chowns files
+        self._callers: dict[str, Optional[str]] = {}
+        self._request_logs: dict[str, list[dict[str, Any]]] = {}
         store = FileStore(platform_config["files_root"], platform_config["files_ttl_s"])
-        toolkit.use_storage(AppStorage(store, platform_config["public_url"], bundle.owner, bundle.options.app_auth))
-        modules_root = bundle.unpack_local_modules()
-        if modules_root is not None:
-            sys.path.insert(0, str(modules_root))
-        app_class, module = load_class(bundle.source)
-        # Output models defined in the app file travel back to handle callers by value.
-        ray.cloudpickle.register_pickle_by_value(module)
-        self._endpoints = {endpoint.name: endpoint for endpoint in find_endpoints(app_class)}
-        capture_prints()
-        self._app = app_class()
+        storage = AppStorage(store, platform_config["public_url"], bundle.owner, bundle.options.app_auth)
+        self._files = FilesSocket(storage, self._callers, default_caller=bundle.owner)
+        await self._files.start(mounts.sockets / CONTROL_SOCKET)
+        seen = mounts.seen()
+        spec = {
+            "filename": bundle.source.filename, "source": bundle.source.source,
+            "module_name": bundle.source.module_name, "class_name": bundle.source.class_name,
+            "socket": str(seen.sockets / APP_SOCKET), "sys_path": [str(seen.app / "modules")],
+        }
+        (mounts.app / "spec.json").write_text(json.dumps(spec))
+        env = self._runner_env(platform_config, python, seen)
+        argv = [python, "-m", RUNNER_MODULE, str(seen.app / "spec.json")]
+        launch = Launch(lambda info_fd: sandbox.command(argv, mounts, env, info_fd, uid=self._uid), mounts.sockets,
+                        sandboxed=not sandbox.unsandboxed())
+        self._runner = Runner(launch, self._on_line, restart_timeout=bundle.options.startup_timeout)
         started = time.perf_counter()
         try:
-            result = self._app.setup()
-            if inspect.isawaitable(result):
-                await result
-        except Exception as error:
+            await self._runner.start(bundle.options.startup_timeout)
+        except SetupFailed as error:
+            self._flusher.cancel()
+            await self._runner.close()
+            await self._files.stop()
             raise SetupError(
-                f"{SETUP_FAILED} {bundle.source.class_name}:\n{_user_traceback(error, bundle.source.filename)}"
+                f"{SETUP_FAILED} {bundle.source.class_name}:\n{user_traceback(str(error), bundle.source.filename)}"
             ) from None
-        self._metrics = AppMetrics(bundle.owner, bundle.app_name, serve.get_replica_context().replica_id.unique_id)
+        self._ingress = Ingress(self._runner, bundle.options.request_timeout, self._callers)
+        self._metrics = AppMetrics(bundle.owner, bundle.app_name, replica_id)
         self._metrics.replica_ready(setup_s=time.perf_counter() - started)
+        self._ready_at, self._health_misses = time.monotonic(), 0
+
+    def _mounts(self, config: dict[str, Any], python: str) -> sandbox.Mounts:
+        """This replica's runner folders: its app files, scratch and sockets, and the
+        owner's area of the node's model cache (shared by the owner's replicas)."""
+        shutil.rmtree(self._folder, ignore_errors=True)
+        app, scratch, sockets = self._folder / "app", self._folder / "scratch", self._folder / "sockets"
+        data = Path(config["model_cache"]) / "users" / self._bundle.owner
+        for folder in (app, scratch, sockets, data):
+            folder.mkdir(parents=True, exist_ok=True)
+        if self._uid is not None:
+            for folder in (scratch, sockets):
+                os.chown(folder, self._uid, self._uid)
+            sockets.chmod(0o700)
+            _chown_tree(data, self._uid)  # what the operator put there (pre-filled weights) too
+        modules_root = self._bundle.unpack_local_modules()
+        if modules_root is not None:
+            shutil.copytree(modules_root, app / "modules")
+        else:
+            (app / "modules").mkdir()
+        venv = Path(python).parent.parent
+        return sandbox.Mounts(app=app, scratch=scratch, data=data, sockets=sockets,
+                              environment=venv if (venv / "pyvenv.cfg").exists() else None, gpus=_gpu_ids())
+
+    def _runner_env(self, config: dict[str, Any], python: str, seen: sandbox.Mounts) -> dict[str, str]:
+        """The runner's whole environment: nothing of the replica's, its owner's secrets."""
+        bin_dir = str(Path(python).parent)
+        env = {
+            "PATH": f"{bin_dir}:/usr/local/bin:/usr/bin:/bin",
+            "HOME": str(seen.scratch), "TMPDIR": str(seen.scratch), "LANG": "C.UTF-8",
+            "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1",
+            "HF_HOME": str(seen.data / ".cache" / "huggingface"),
+            "TENANTSERVE_MODEL_CACHE": str(seen.data),
+            "TENANTSERVE_CONTROL_SOCKET": str(seen.sockets / CONTROL_SOCKET),
+            "TENANTSERVE_FILES_URL": config["public_url"].rstrip("/") + "/files",
+            "TENANTSERVE_DOWNLOAD_HOSTS": config.get("download_hosts", ""),
+            "TENANTSERVE_NODE_ID": ray.get_runtime_context().get_node_id(),
+            "TENANTSERVE_REPLICA_ID": self._folder.name,
+        }
+        if (Path(python).parent.parent / "pyvenv.cfg").exists():
+            env["VIRTUAL_ENV"] = str(Path(python).parent.parent)
+        for name in ("CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES"):
+            if name in os.environ:
+                env[name] = os.environ[name]
+        env.update(replica_environment(self._bundle.owner, self._registry, config.get("secret_key_file")))
+        return env
+
+    def _on_line(self, request: Optional[str], stream: str, message: str) -> None:
+        traceback = _fal_traceback(message)
+        level = "ERROR" if traceback else ("INFO" if stream == "stdout" else "STDERR")
+        text = traceback or message
+        logs = self._request_logs.get(request or "")
+        if logs is not None and text.strip():
+            logs.append(_log_entry(text, level))
+        logger.log(logging.ERROR if traceback else logging.INFO, text, extra={"request_id": request} if request else None)
+        if request is None:
+            _flush_serve_logs()  # output outside requests (setup(), threads) is rare: write it now
+
+    @contextmanager
+    def _logs_of(self, request_id: str) -> Iterator[list[dict[str, Any]]]:
+        logs: list[dict[str, Any]] = []
+        self._request_logs[request_id] = logs
+        try:
+            yield logs
+        finally:
+            self._request_logs.pop(request_id, None)
 
     def __serve_build_asgi_app__(self) -> Any:
-        app = build_asgi_app(
-            self._app,
-            list(self._endpoints.values()),
-            title=f"{self._bundle.owner}/{self._bundle.app_name}",
-            timeout=self._bundle.options.request_timeout,
-            version=self._bundle.code_version,
-        )
-        limited = BodyLimit(bare_root_as_slash(app), MAX_CALL_BYTES)
+        limited = BodyLimit(bare_root_as_slash(self._platform_health(self._ingress)), MAX_CALL_BYTES)
         return self._metrics.wrap(AuthMiddleware(limited, self._bundle.owner, self._bundle.options.app_auth, self._registry))
+
+    def _platform_health(self, app: Any) -> Any:
+        """`GET /health` is the platform's: whether this replica's runner is serving."""
+        version = self._bundle.code_version
+
+        async def asgi(scope: dict, receive: Any, send: Any) -> None:
+            if scope["type"] == "http" and scope["method"] in ("GET", "HEAD") and relative_path(scope) == "/health":
+                alive = self._runner.alive()
+                body = json.dumps({"status": "ok" if alive else "restarting", "version": version}).encode()
+                await send({"type": "http.response.start", "status": 200 if alive else 503,
+                            "headers": [(b"content-type", b"application/json")]})
+                await send({"type": "http.response.body", "body": body})
+                return
+            await app(scope, receive, send)
+
+        return asgi
+
+    async def check_health(self) -> None:
+        """Serve's health check: the runner is serving, or coming back within its startup
+        timeout; and the app's own `health_check=` endpoint, where it has one, answers
+        within its timeout (`failure_threshold` misses in a row fail the replica)."""
+        down_since = self._runner.down_since()
+        if down_since is not None and time.monotonic() - down_since > self._bundle.options.startup_timeout:
+            raise RuntimeError(f"{self._runner.exit_reason()}, and it has not come back")
+        check = self._bundle.options.health_check
+        if check is None or down_since is not None or time.monotonic() - self._ready_at < (check.start_period_seconds or 0):
+            return
+        try:
+            healthy = await asyncio.wait_for(self._runner.probe(check.method, check.path),
+                                             check.timeout_seconds or 30) < 400
+        except Exception:
+            healthy = False
+        self._health_misses = 0 if healthy else self._health_misses + 1
+        if self._health_misses >= (check.failure_threshold or 3):
+            raise RuntimeError(f"the app's health check {check.method} {check.path} failed {self._health_misses} times")
 
     def reconfigure(self, metadata: dict[str, Any]) -> None:
         """Serve hands the app's metadata (its `user_config`) here; nothing to apply."""
         self._metadata = metadata
 
+    async def _post(self, path: str, payload: Any, request_id: str, caller: Optional[str]) -> tuple[int, str, Any]:
+        """POST a JSON payload to an endpoint: (status, content type, JSON answer or text)."""
+        status, headers, chunks = await self._ingress.call(
+            "POST", path, json.dumps(payload).encode(), [(b"content-type", b"application/json")], request_id, caller)
+        data = b"".join([chunk async for chunk in chunks])
+        content_type = dict(headers).get(b"content-type", b"").decode()
+        if content_type.startswith("application/json"):
+            try:
+                return status, content_type, json.loads(data)
+            except ValueError:
+                pass
+        return status, content_type, data.decode("utf-8", "replace")
+
     async def call_endpoint(self, name: str, payload: Any = None) -> Any:
-        endpoint = self._endpoints.get(name)
-        if endpoint is None:
+        """A Python handle's call: the endpoint method `name` with a JSON payload; its JSON
+        answer (the output model as a dict), as the owner (the handle caller is inside the
+        cluster, where the owner's deployments live)."""
+        path = self._bundle.endpoints.get(name)
+        if path is None:
             raise AttributeError(
                 f"{self._bundle.owner}/{self._bundle.app_name} has no endpoint method {name!r} "
-                f"(it has: {', '.join(sorted(self._endpoints))})"
+                f"(it has: {', '.join(sorted(self._bundle.endpoints))})"
             )
-        kwargs = handle_kwargs(endpoint, payload)
-        # A handle caller runs inside the cluster, where the owner's deployments live: it
-        # reads file inputs with the owner's rights.
-        with acting_for(self._bundle.owner):
-            return await invoke(getattr(self._app, name), kwargs, self._bundle.options.request_timeout)
+        request_id = os.urandom(12).hex()
+        status, _, body = await self._post(path, payload if payload is not None else {}, request_id, self._bundle.owner)
+        if status >= 400:
+            detail = body.get("detail", body) if isinstance(body, dict) else body
+            raise EndpointError(status, detail, f"{self._bundle.owner}/{self._bundle.app_name}.{name}")
+        return body
 
     async def call_path(self, path: str, payload: Any, request_id: str, caller: Optional[str] = None) -> dict[str, Any]:
         """A request from the queue: the endpoint at `path` answers `payload` as its HTTP
         route would, with what the endpoint printed meanwhile; `caller` is the user who
         submitted it (None: anonymous, to a public app), whose rights its file inputs get."""
-        with acting_for(caller):
-            return await self._call_path(path, payload, request_id)
-
-    async def _call_path(self, path: str, payload: Any, request_id: str) -> dict[str, Any]:
-        endpoint = next((e for e in self._endpoints.values() if e.spec.path.rstrip("/") == path.rstrip("/")
-                         and not e.spec.is_websocket), None)
-        if endpoint is None:
-            return {"status_code": 404, "body": {"detail": f"Path {path} not found"}, "logs": []}
-        method = getattr(self._app, endpoint.name)
-        if is_streaming(method):
-            detail = f"{path} streams its answer: call it directly, not through the queue"
-            return {"status_code": 422, "body": {"detail": detail}, "logs": []}
         started = time.perf_counter()
-        with request_logs() as logs:
-            status_code, body = await answer(method, endpoint, payload, request_id, self._bundle.options.request_timeout)
-        self._metrics.answered(status_code, time.perf_counter() - started)
-        return {"status_code": status_code, "body": body, "logs": logs}
+        with self._logs_of(request_id) as logs:
+            status, content_type, body = await self._post(path, payload, request_id, caller)
+            await asyncio.sleep(0.005)  # the runner's last lines for this request, still in its pipe
+        if content_type.startswith(("text/event-stream", "application/jsonl", "application/x-ndjson")):
+            status, body = 422, {"detail": f"{path} streams its answer: call it directly, not through the queue"}
+        elif not isinstance(body, (dict, list)) and status >= 400:
+            body = {"detail": body}
+        self._metrics.answered(status, time.perf_counter() - started)
+        return {"status_code": status, "body": body, "logs": list(logs)}
 
     async def __del__(self) -> None:
-        app = getattr(self, "_app", None)
-        if app is None:
-            return
+        runner = getattr(self, "_runner", None)
+        if hasattr(self, "_flusher"):
+            self._flusher.cancel()
         if hasattr(self, "_metrics"):
             self._metrics.replica_stopped()
-        try:
-            result = app.teardown()
-            if inspect.isawaitable(result):
-                await result
-        except Exception:
-            logger.exception("teardown() of %s/%s failed", self._bundle.owner, self._bundle.app_name)
+        if runner is not None:
+            await runner.stop(self._bundle.options.termination_grace_period_seconds or STOP_GRACE_S)
+        if hasattr(self, "_files"):
+            await self._files.stop()
+        if hasattr(self, "_folder"):
+            shutil.rmtree(self._folder, ignore_errors=True)

@@ -1,11 +1,12 @@
 import os
+import uuid
 
 import fal
 from pydantic import BaseModel
 
 
 class Loaded(BaseModel):
-    pid: int
+    instance: str
     snapshot: str
     hf_home: str
     offline: str
@@ -24,8 +25,9 @@ class CachedWeights(fal.App, keep_alive=60, min_concurrency=2, max_concurrency=2
 
         self.pipe = StableDiffusionPipeline.from_pretrained("tenantserve-tests/tiny-sd", torch_dtype=torch.float32)
         self.snapshot = snapshot_download("tenantserve-tests/tiny-sd")
+        self.instance = uuid.uuid4().hex
 
     @fal.endpoint("/")
     def where(self) -> Loaded:
-        return Loaded(pid=os.getpid(), snapshot=self.snapshot, hf_home=os.environ["HF_HOME"],
+        return Loaded(instance=self.instance, snapshot=self.snapshot, hf_home=os.environ["HF_HOME"],
                       offline=os.environ.get("HF_HUB_OFFLINE", ""))

@@ -1,8 +1,12 @@
 import os
 
 import fal
-import ray
 from pydantic import BaseModel
+
+
+def _gpu_ids() -> list[int]:
+    """The GPUs the runner was given (Ray's assignment, as CUDA_VISIBLE_DEVICES)."""
+    return [int(i) for i in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if i.strip()]
 
 
 class Placement(BaseModel):
@@ -17,9 +21,9 @@ class GpuApp(fal.App, keep_alive=30):
     @fal.endpoint("/")
     def where(self) -> Placement:
         return Placement(
-            gpu_ids=[int(i) for i in ray.get_gpu_ids()],
+            gpu_ids=_gpu_ids(),
             cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES", ""),
-            node_id=ray.get_runtime_context().get_node_id(),
+            node_id=os.environ["TENANTSERVE_NODE_ID"],  # the node the platform placed the replica on
         )
 
 
@@ -60,4 +64,4 @@ class HumanizedOnGpu(fal.App, name="humanized-on-gpu"):
 
         import humanize  # noqa: F401
 
-        return PlacedEnvironment(node_id=ray.get_runtime_context().get_node_id(), prefix=sys.prefix)
+        return PlacedEnvironment(node_id=os.environ["TENANTSERVE_NODE_ID"], prefix=sys.prefix)

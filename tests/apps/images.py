@@ -1,5 +1,5 @@
 import fal
-from fal.toolkit import File, Image
+from fal.toolkit import File, Image, download_file
 from pydantic import BaseModel
 
 
@@ -50,5 +50,5 @@ class Painter(fal.App, keep_alive=60):
 
     @fal.endpoint("/upper")
     def upper(self, request: Document) -> Document:
-        text = request.file.as_bytes().decode().upper()
+        text = download_file(request.file.url, "/tmp/inputs").read_text().upper()  # fal's File inputs hold a URL
         return Document(file=File.from_bytes(text.encode(), content_type="text/plain", file_name="upper.txt"))

@@ -2,8 +2,11 @@ import asyncio
 import time
 from typing import AsyncIterator, Iterator
 
+import json
+
 import fal
 from fastapi import WebSocket, WebSocketDisconnect
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
 
@@ -19,8 +22,8 @@ class Chunk(BaseModel):
 class Talker(fal.App, keep_alive=60):
     machine_type = "XS"
 
-    @fal.endpoint("/stream")
-    async def stream(self, request: Prompt) -> AsyncIterator[Chunk]:
+    @fal.endpoint("/words")
+    async def words(self, request: Prompt) -> AsyncIterator[Chunk]:
         for index, word in enumerate(request.text.split()):
             await asyncio.sleep(0.05)
             yield Chunk(index=index, text=word)
@@ -32,6 +35,15 @@ class Talker(fal.App, keep_alive=60):
             if word == "boom":
                 raise ValueError("cannot say boom")
             yield Chunk(index=index, text=word.upper())
+
+    @fal.endpoint("/stream")
+    def stream(self, request: Prompt) -> StreamingResponse:
+        """Server-sent events, as fal's docs stream them (what `fal_client.stream` reads)."""
+        def sse() -> Iterator[str]:
+            for index, word in enumerate(request.text.split()):
+                yield f"data: {json.dumps({'index': index, 'text': word})}\n\n"
+
+        return StreamingResponse(sse(), media_type="text/event-stream")
 
     @fal.endpoint("/echo")
     def echo(self, request: Prompt) -> Chunk:

@@ -1,0 +1,243 @@
+"""The replica's ingress: each HTTP request and websocket, passed to the runner as it came.
+
+The app-relative path goes on (`/<user>/<app>/x` -> `/x`), with fal's `x-fal-request-id`
+header; the runner's answer comes back byte for byte, streamed. What the runner cannot
+answer is answered here: a 504 when `request_timeout` passes (and the runner is recycled,
+so the work stops), a 503 naming the cause when the runner dies mid-request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from typing import Any, Callable, Optional
+from urllib.parse import quote
+
+import aiohttp
+import websockets
+from websockets.asyncio.client import unix_connect
+from yarl import URL
+
+from tenantserve.platform.auth import CALLER
+from tenantserve.platform.bodies import BodyError, parse_json
+
+from .supervisor import RUNNER_URL, Runner
+
+logger = logging.getLogger("ray.serve")
+
+REQUEST_ID = "x-fal-request-id"
+_HOP_BY_HOP = {b"host", b"connection", b"keep-alive", b"transfer-encoding", b"te", b"upgrade",
+               b"proxy-connection", b"content-length", b"expect", REQUEST_ID.encode()}
+_WS_SKIP = _HOP_BY_HOP | {b"sec-websocket-key", b"sec-websocket-version", b"sec-websocket-extensions",
+                          b"sec-websocket-protocol"}
+
+
+def relative_path(scope: dict) -> str:
+    path, root = scope["path"], scope.get("root_path", "")
+    return (path[len(root):] if root and path.startswith(root) else path) or "/"
+
+
+def _text_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
+    """Headers as aiohttp sends them (it writes text as UTF-8); a value that is not UTF-8
+    cannot pass through it unchanged and is left out."""
+    found = []
+    for key, value in headers:
+        try:
+            found.append((key.decode("ascii"), value.decode("utf-8")))
+        except UnicodeDecodeError:
+            continue
+    return found
+
+
+def _json_answer(status: int, body: Any) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    data = json.dumps(body).encode()
+    return status, [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())], data
+
+
+class Ingress:
+    """The ASGI app of one replica: requests to its runner, with the platform's answers
+    for what the runner cannot say itself. `callers` maps a request id being served to the
+    user whose rights its file inputs get (the control socket reads it)."""
+
+    def __init__(self, runner: Runner, timeout: Optional[float], callers: dict[str, Optional[str]]) -> None:
+        self._runner, self._timeout, self._callers = runner, timeout, callers
+
+    async def __call__(self, scope: dict, receive: Callable[..., Any], send: Callable[..., Any]) -> None:
+        if scope["type"] == "http":
+            await self._http(scope, receive, send)
+        elif scope["type"] == "websocket":
+            await self._websocket(scope, receive, send)
+
+    async def _http(self, scope: dict, receive: Callable[..., Any], send: Callable[..., Any]) -> None:
+        body = bytearray()
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        headers = dict(scope["headers"])
+        if body and headers.get(b"content-type", b"").startswith(b"application/json"):
+            try:
+                parse_json(bytes(body))
+            except BodyError as error:
+                await error.response()(scope, receive, send)
+                return
+        request_id = (headers.get(b"x-request-id") or b"").decode() or uuid.uuid4().hex
+        path = quote(relative_path(scope), safe="/:@!$&'()*+,;=~")
+        query = scope.get("query_string", b"").decode("latin-1")
+        status, answer_headers, chunks = await self.call(
+            scope["method"], path + (f"?{query}" if query else ""), bytes(body),
+            [(k, v) for k, v in scope["headers"] if k not in _HOP_BY_HOP], request_id, CALLER.get(),
+        )
+        await send({"type": "http.response.start", "status": status, "headers": answer_headers})
+        async for chunk in chunks:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def call(self, method: str, target: str, body: bytes, headers: list[tuple[bytes, bytes]],
+                   request_id: str, caller: Optional[str]) -> tuple[int, list[tuple[bytes, bytes]], Any]:
+        """Send one request to the runner, `target` being its percent-encoded path and query:
+        (status, headers, an async iterator of body chunks).
+        The timeout covers the wait for the answer to start (all of a JSON answer)."""
+        self._callers[request_id] = caller
+        outgoing = [*headers, (REQUEST_ID.encode(), request_id.encode())]
+        try:
+            response = await self._send(method, target, body, outgoing)
+        except asyncio.TimeoutError:
+            self._callers.pop(request_id, None)
+            reason = f"request {request_id} ran past request_timeout ({self._timeout:g}s)"
+            logger.error("%s: restarting the runner so that its work stops", reason)
+            self._runner.recycle_soon(f"the runner was restarted after {reason}")
+            return self._canned(504, {"detail": f"Request timed out after {self._timeout:g} seconds"}, request_id)
+        except aiohttp.ClientError:
+            self._callers.pop(request_id, None)
+            reason = await self._gone()
+            return self._canned(503, {"detail": f"{reason} while serving this request", "request_id": request_id}, request_id)
+        answer_headers = [(k, v) for k, v in response.raw_headers if k.lower() not in (b"connection", b"keep-alive", b"transfer-encoding")]
+        answer_headers.append((REQUEST_ID.encode(), request_id.encode()))
+        return response.status, answer_headers, self._stream(response, request_id)
+
+    async def _send(self, method: str, target: str, body: bytes,
+                    headers: list[tuple[bytes, bytes]]) -> aiohttp.ClientResponse:
+        """The runner's answer, within `request_timeout`; time spent waiting for a runner that
+        is starting again (after a crash or a timeout) does not count against it."""
+        url, text_headers = URL(RUNNER_URL + target, encoded=True), _text_headers(headers)
+        for attempt in (1, 2):
+            await self._runner.ready()
+            try:
+                return await asyncio.wait_for(self._send_once(method, url, body, text_headers), self._timeout)
+            except aiohttp.ClientConnectorError:
+                if attempt == 2:
+                    raise
+                await asyncio.sleep(0.05)  # the runner is being started again
+        raise AssertionError("unreachable")
+
+    async def _send_once(self, method: str, url: URL, body: bytes, headers: list[tuple[str, str]]) -> aiohttp.ClientResponse:
+        """One request, and once more when a pooled connection was closed under it.
+
+        A pooled connection the runner had closed (uvicorn closes one after an endpoint's
+        unhandled error) as this request went out on it: nothing was answered, so it goes
+        once more on a new connection. Unless the runner died meanwhile: then this request
+        may be what killed it, and is not sent again."""
+
+        def send() -> Any:
+            return self._runner.client.request(method, url, data=body or None, headers=headers, allow_redirects=False)
+
+        try:
+            return await send()
+        except aiohttp.ClientConnectorError:
+            raise
+        except aiohttp.ClientConnectionError:
+            await asyncio.sleep(0.05)
+            if not self._runner.alive():
+                raise
+            try:
+                return await send()
+            except aiohttp.ClientConnectorError as error:
+                raise aiohttp.ServerDisconnectedError(str(error)) from error
+
+    async def _stream(self, response: aiohttp.ClientResponse, request_id: str) -> Any:
+        try:
+            async for chunk in response.content.iter_any():
+                yield chunk
+        except aiohttp.ClientError:
+            # Cut the caller's answer off too: a stream that ends cleanly would look complete.
+            logger.error("request %s: the runner's answer broke off (%s)", request_id, self._runner.exit_reason())
+            raise
+        finally:
+            response.release()
+            self._callers.pop(request_id, None)
+
+    async def _gone(self) -> str:
+        for _ in range(20):
+            reason = self._runner.exit_reason()
+            if reason != "the runner stopped answering":
+                return reason
+            await asyncio.sleep(0.05)
+        return self._runner.exit_reason()
+
+    @staticmethod
+    def _canned(status: int, body: Any, request_id: str = "") -> tuple[int, list[tuple[bytes, bytes]], Any]:
+        status, headers, data = _json_answer(status, body)
+        if request_id:
+            headers.append((REQUEST_ID.encode(), request_id.encode()))
+
+        async def once() -> Any:
+            yield data
+
+        return status, headers, once()
+
+    async def _websocket(self, scope: dict, receive: Callable[..., Any], send: Callable[..., Any]) -> None:
+        await receive()  # websocket.connect
+        await self._runner.ready()
+        path = relative_path(scope)
+        query = scope.get("query_string", b"").decode()
+        request_id = uuid.uuid4().hex
+        self._callers[request_id] = CALLER.get()
+        headers = [(k.decode(), v.decode()) for k, v in scope["headers"] if k not in _WS_SKIP]
+        headers.append((REQUEST_ID, request_id))
+        try:
+            upstream = await unix_connect(
+                str(self._runner.socket), "ws://runner" + path + (f"?{query}" if query else ""),
+                additional_headers=headers, subprotocols=scope.get("subprotocols") or None, max_size=None,
+                compression=None, open_timeout=self._timeout,
+            )
+        except (websockets.InvalidStatus, websockets.InvalidHandshake, OSError) as error:
+            self._callers.pop(request_id, None)
+            logger.info("websocket %s refused by the app: %s", path, error)
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        await send({"type": "websocket.accept", "subprotocol": upstream.subprotocol})
+
+        async def to_runner() -> None:
+            while True:
+                message = await receive()
+                if message["type"] == "websocket.disconnect":
+                    await upstream.close(message.get("code", 1000))
+                    return
+                data = message.get("text") if message.get("text") is not None else message.get("bytes")
+                if data is not None:
+                    await upstream.send(data)
+
+        async def from_runner() -> None:
+            try:
+                async for data in upstream:
+                    key = "text" if isinstance(data, str) else "bytes"
+                    await send({"type": "websocket.send", key: data})
+            except websockets.ConnectionClosed:
+                pass
+            code = upstream.close_code or 1000
+            await send({"type": "websocket.close", "code": code, "reason": upstream.close_reason or ""})
+
+        tasks = [asyncio.ensure_future(to_runner()), asyncio.ensure_future(from_runner())]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await upstream.close()
+            self._callers.pop(request_id, None)

@@ -1,0 +1,7 @@
+"""The runner: the process, inside the sandbox, that serves one fal App with fal's own SDK.
+
+Everything here runs in the app's environment, not the platform's: it imports fal, the
+standard library and what fal brings (uvicorn, FastAPI), never `tenantserve`. The replica
+that starts it (`adapters/fal/supervisor.py`) talks to it over two unix sockets: the
+app's HTTP routes on one, the platform's file store (the `control` protocol) on the other.
+"""

@@ -1,0 +1,84 @@
+"""`python -m tenantserve_runner SPEC.json`: serve one fal App on a unix socket.
+
+SPEC (written by the replica) names the app file's text, module and class, and the
+socket. setup() runs in the ASGI lifespan before uvicorn binds the socket, so the socket
+appearing means the app is ready; a setup() that raises ends the process with its
+traceback on stderr. SIGTERM runs teardown() and fal's exit hook.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import faulthandler
+import json
+import os
+import sys
+import threading
+from pathlib import Path
+
+
+def _import_fal() -> None:
+    """Import fal's SDK without IPython: fal asks at import time whether it runs in Google
+    Colab, which imports IPython wherever it is installed (about half a second)."""
+    blocked = "IPython" not in sys.modules
+    if blocked:
+        sys.modules["IPython"] = None  # type: ignore[assignment]
+    try:
+        import fal  # noqa: F401
+        import fal.toolkit  # noqa: F401
+    finally:
+        if blocked and sys.modules.get("IPython", 0) is None:
+            del sys.modules["IPython"]
+
+
+def _exit_with_the_replica() -> None:
+    """The replica holds our stdin open and never writes: end of file means it is gone."""
+
+    def watch() -> None:
+        while os.read(0, 4096):
+            pass
+        os._exit(70)
+
+    threading.Thread(target=watch, name="replica-watch", daemon=True).start()
+
+
+def main() -> None:
+    spec = json.loads(Path(sys.argv[1]).read_text())
+    _exit_with_the_replica()
+    _import_fal()
+    from . import files, logs
+
+    logs.install()
+    faulthandler.enable(file=sys.__stderr__)
+    for folder in reversed(spec.get("sys_path", [])):
+        sys.path.insert(0, folder)
+    import uvicorn
+    from fal.api.api import FalServer
+
+    from .app import build, load_class
+
+    files.install()
+    app_class = load_class(spec["filename"], spec["source"], spec["module_name"], spec["class_name"])
+    app, asgi = build(app_class)
+    config = uvicorn.Config(
+        logs.tag_requests(asgi),
+        uds=spec["socket"],
+        lifespan="on",
+        log_level="warning",
+        access_log=False,
+        timeout_keep_alive=300,
+        ws_max_size=spec.get("ws_max_size", 16 * 1024 * 1024),
+    )
+    server = FalServer(config)
+    server.set_handle_exit(app.handle_exit)
+    try:
+        os.unlink(spec["socket"])
+    except FileNotFoundError:
+        pass
+    asyncio.run(server.serve())
+    if not server.started:
+        sys.exit(3)
+
+
+if __name__ == "__main__":
+    main()

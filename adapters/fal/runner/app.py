@@ -1,0 +1,36 @@
+"""Load the deployed app file as a module and build the ASGI app fal's runners serve."""
+
+from __future__ import annotations
+
+import linecache
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+
+class LoadError(RuntimeError):
+    """The app file or class cannot be loaded in the runner."""
+
+
+def load_class(filename: str, source: str, module_name: str, class_name: str) -> type:
+    """Run the app file's text as module `module_name` (tracebacks show the file's own
+    lines under `filename`, the path it was deployed from) and return its App class."""
+    module = types.ModuleType(module_name)
+    module.__file__ = filename
+    sys.modules[module_name] = module
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    exec(compile(source, filename, "exec"), module.__dict__)
+    app_class = getattr(module, class_name, None)
+    if not isinstance(app_class, type):
+        raise LoadError(f"{Path(filename).name} has no class {class_name!r}")
+    return app_class
+
+
+def build(app_class: type) -> tuple[Any, Any]:
+    """The App instance (setup() runs in the ASGI app's lifespan) and fal's FastAPI app."""
+    from fal.ref import set_current_app
+
+    app = app_class(_allow_init=True)
+    set_current_app(app)
+    return app, app._build_app()

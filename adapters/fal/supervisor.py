@@ -1,0 +1,307 @@
+"""The replica's side of its runner: start it in its sandbox, watch it, restart it.
+
+A runner that exits on its own (`os._exit`, a segfault, the OOM killer) fails only the
+requests it was serving, each told why, and is started again (setup() again) without a
+redeploy. A request that outlives `request_timeout` stops the runner the same way: the
+work does not go on after its 504.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import aiohttp
+
+logger = logging.getLogger("ray.serve")
+
+APP_SOCKET = "app.sock"
+CONTROL_SOCKET = "control.sock"
+STOP_GRACE_S = 10.0
+OUTPUT_TAIL = 200
+RUNNER_URL = "http://runner"
+
+
+class RunnerExited(RuntimeError):
+    """The runner is gone; the message says why, for the requests it was serving."""
+
+
+class SetupFailed(RuntimeError):
+    """The runner ended before it was ready: setup() raised, or the app did not load."""
+
+
+def describe_exit(code: Optional[int]) -> str:
+    """Why a runner ended, from its exit status; bubblewrap reports a signal that killed
+    the runner as 128 + the signal's number."""
+    if code is None:
+        return "the runner stopped answering"
+    number = -code if code < 0 else code - 128 if 128 < code < 128 + 65 else 0
+    if number:
+        try:
+            name = signal.Signals(number).name
+        except ValueError:
+            name = f"signal {number}"
+        hint = " (out of memory: the kernel's OOM killer, or the platform stopping it)" if number == signal.SIGKILL else ""
+        return f"the app's runner was killed by {name}{hint}"
+    return f"the app's runner exited with code {code}"
+
+
+@dataclass(frozen=True)
+class Launch:
+    """How to start one runner: its command line (sandbox included) given the descriptor
+    bubblewrap reports the runner's own pid on (None: no sandbox), and its socket folder."""
+
+    argv: Callable[[Optional[int]], Sequence[str]]
+    sockets: Path
+    sandboxed: bool
+
+
+OnLine = Callable[[Optional[str], str, str], None]
+
+
+def _child_pid(info_fd: int, fallback: int) -> int:
+    """The sandboxed process's pid, from bubblewrap's --info-fd JSON."""
+    text = b""
+    try:
+        while chunk := os.read(info_fd, 4096):
+            text += chunk
+            try:
+                return int(json.loads(text)["child-pid"])
+            except ValueError:
+                continue
+        return fallback
+    except (KeyError, OSError):
+        return fallback
+    finally:
+        os.close(info_fd)
+
+
+def runner_client(socket: Path) -> aiohttp.ClientSession:
+    """An HTTP client to a runner's unix socket (call it in a running event loop).
+
+    aiohttp rather than httpx: about a third of the time per call (bench/runner_hop.py).
+    Requests reach the app as they came: no header of the client's own, no cookies kept
+    between callers, no redirect followed, no timeout (the ingress applies
+    request_timeout), bytes passed through undecompressed, and answers' headers as large
+    as h11 took them. aiohttp's own second try of an idempotent request after a broken
+    connection is off: that request may be what killed the runner (the ingress decides
+    what is sent again)."""
+    client = aiohttp.ClientSession(
+        connector=aiohttp.UnixConnector(path=str(socket), limit=0),
+        timeout=aiohttp.ClientTimeout(total=None), auto_decompress=False,
+        skip_auto_headers=("Accept-Encoding", "User-Agent", "Content-Type"),
+        cookie_jar=aiohttp.DummyCookieJar(), max_line_size=16 * 1024, max_field_size=16 * 1024, max_headers=1024,
+    )
+    if hasattr(client, "_retry_connection"):
+        client._retry_connection = False
+    return client
+
+
+class Runner:
+    def __init__(self, launch: Launch, on_line: OnLine, restart_timeout: float = 600) -> None:
+        self._launch = launch
+        self._restart_timeout = restart_timeout
+        self._restarting = asyncio.Lock()
+        self._tasks: set[asyncio.Future[Any]] = set()
+        self._on_line = on_line
+        self._process: Optional[asyncio.subprocess.Process] = None
+        self._ready: Optional[asyncio.Future[None]] = None
+        self._stopping = False
+        self._pid = 0
+        self._down_since: Optional[float] = None
+        self.restarts = 0
+        self.last_exit: Optional[str] = None
+        self._tail: list[str] = []
+        self._client: Optional[aiohttp.ClientSession] = None
+
+    @property
+    def client(self) -> aiohttp.ClientSession:
+        """The replica's HTTP client to the runner, made in the replica's event loop."""
+        if self._client is None:
+            self._client = runner_client(self.socket)
+        return self._client
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+
+    @property
+    def socket(self) -> Path:
+        return self._launch.sockets / APP_SOCKET
+
+    async def start(self, timeout: float) -> None:
+        """Start the runner and wait until setup() is done; SetupFailed with its output if it ends first."""
+        self._mark_down()
+        try:
+            self.socket.unlink()
+        except FileNotFoundError:
+            pass
+        self._tail = []
+        info_read, info_write = os.pipe() if self._launch.sandboxed else (None, None)
+        try:
+            # stdin stays open and unwritten: the runner exits when it closes, so a replica
+            # that dies (SIGKILL included) takes its runner with it.
+            self._process = await asyncio.create_subprocess_exec(
+                *self._launch.argv(info_write), stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, limit=16 * 1024 * 1024,
+                pass_fds=(info_write,) if info_write is not None else (),
+            )
+        finally:
+            if info_write is not None:
+                os.close(info_write)
+        process = self._process
+        self._pid = process.pid
+        if info_read is not None:
+            self._pid = await asyncio.to_thread(_child_pid, info_read, process.pid)
+        self._spawn(self._read(process))
+        deadline = time.monotonic() + timeout
+        while not self.socket.exists():
+            if process.returncode is not None:
+                await asyncio.sleep(0.05)  # the last lines of output
+                raise SetupFailed("\n".join(self._tail) or describe_exit(process.returncode))
+            if time.monotonic() > deadline:
+                await self.kill()
+                raise SetupFailed(f"setup() did not finish within {timeout:g}s (startup_timeout)")
+            await asyncio.sleep(0.01)
+        assert self._ready is not None
+        self._ready.set_result(None)
+        self._spawn(self._watch(process))
+
+    def _mark_down(self) -> None:
+        """From now on requests wait for the next start (`ready()`), instead of going to a
+        runner that is about to be killed or has exited."""
+        if self._ready is None or self._ready.done():
+            self._ready = asyncio.get_running_loop().create_future()
+
+    def _spawn(self, work: Any) -> None:
+        """Run `work` in the background, holding on to it (asyncio keeps only weak references)."""
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def recycle_soon(self, reason: str) -> None:
+        self._mark_down()
+        self._spawn(self._recycle(reason))
+
+    def signal(self, number: int) -> None:
+        """Signal the runner itself (bubblewrap passes no signals on)."""
+        try:
+            os.kill(self._pid, number)
+        except ProcessLookupError:
+            pass
+
+    async def _read(self, process: asyncio.subprocess.Process) -> None:
+        assert process.stdout is not None
+        while True:
+            try:
+                raw = await process.stdout.readline()
+            except ValueError:  # a line over the limit: drop it
+                continue
+            if not raw:
+                return
+            text = raw.decode("utf-8", "replace").rstrip("\n")
+            try:
+                record = json.loads(text)
+                request, stream, message = record["r"], record["s"], record["m"]
+            except (ValueError, KeyError, TypeError):
+                request, stream, message = None, "stderr", text
+            self._tail = (self._tail + [message])[-OUTPUT_TAIL:]
+            self._on_line(request, stream, message)
+
+    async def _watch(self, process: asyncio.subprocess.Process) -> None:
+        code = await process.wait()
+        if self._stopping or process is not self._process:
+            return
+        self._mark_down()
+        self.last_exit = describe_exit(code)
+        logger.error("%s; starting it again", self.last_exit)
+        await self._restart()
+
+    async def _restart(self) -> None:
+        """Start the runner again, once, whoever asks (a crash and a timeout can meet)."""
+        async with self._restarting:
+            if self.alive():
+                return
+            self.restarts += 1
+            while not self._stopping:
+                try:
+                    await self.start(timeout=self._restart_timeout)
+                    return
+                except SetupFailed as error:
+                    logger.error("the runner did not come back: %s", error)
+                    await asyncio.sleep(1)
+
+    def down_since(self) -> Optional[float]:
+        """When the runner stopped serving (monotonic seconds), or None while it serves."""
+        if self.alive():
+            self._down_since = None
+        elif self._down_since is None:
+            self._down_since = time.monotonic()
+        return self._down_since
+
+    def alive(self) -> bool:
+        """Started, set up, and not exited."""
+        process = self._process
+        return (process is not None and process.returncode is None
+                and self._ready is not None and self._ready.done())
+
+    async def ready(self) -> None:
+        if self._ready is not None:
+            await asyncio.shield(self._ready)
+
+    def exit_reason(self) -> str:
+        process = self._process
+        if process is not None and process.returncode is not None:
+            return describe_exit(process.returncode)
+        return self.last_exit or describe_exit(None)
+
+    async def _recycle(self, reason: str) -> None:
+        """Kill the runner (its work cannot be interrupted otherwise) and start it again."""
+        self.last_exit = reason
+        process = self._process
+        self._process = None
+        await self._kill(process)
+        await self._restart()
+
+    async def kill(self) -> None:
+        await self._kill(self._process)
+
+    async def _kill(self, process: Optional[asyncio.subprocess.Process]) -> None:
+        """SIGKILL the runner itself (bubblewrap passes no signal on, and a PID namespace's
+        first process is spared its parent-death signal), then bubblewrap."""
+        if process is None or process.returncode is not None:
+            return
+        self.signal(signal.SIGKILL)
+        process.kill()
+        await process.wait()
+
+    async def stop(self, grace: float = STOP_GRACE_S) -> None:
+        """SIGTERM (teardown() and fal's exit hook run), then SIGKILL after `grace` seconds."""
+        self._stopping = True
+        process = self._process
+        try:
+            if process is None or process.returncode is not None:
+                return
+            self.signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(process.wait(), grace)
+            except asyncio.TimeoutError:
+                await self._kill(process)
+        finally:
+            await self.close()
+
+    async def probe(self, method: str, path: str) -> int:
+        """The status of one call to the runner (the app's health check)."""
+        async with self.client.request(method, RUNNER_URL + path, allow_redirects=False) as answer:
+            await answer.read()
+            return answer.status
+
+    def tail(self) -> str:
+        return "\n".join(self._tail)
