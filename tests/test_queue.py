@@ -82,7 +82,13 @@ def test_queue_keeps_each_users_requests_to_themselves(http, keys, worker) -> No
     assert http.post("/queue/rita/no-such-app", json={}, headers=_auth(keys, "rita")).status_code == 404
 
 
+def _result(http, keys, submitted: dict, user: str = "rita") -> dict:
+    _until(lambda: _status(http, keys, submitted, user), lambda s: s["status"] == "COMPLETED")
+    return http.get(submitted["response_url"], headers=_auth(keys, user)).json()
+
+
 def test_cancel_queued_and_running_requests_and_time_out(http, keys, worker) -> None:
+    runner_before = _result(http, keys, _submit(http, keys, worker, {"label": "first"}))["pid"]
     running = _submit(http, keys, worker, {"label": "long", "seconds": 30})
     queued = _submit(http, keys, worker, {"label": "never", "seconds": 0})
     _until(lambda: _status(http, keys, running), lambda s: s["status"] == "IN_PROGRESS")
@@ -95,6 +101,8 @@ def test_cancel_queued_and_running_requests_and_time_out(http, keys, worker) -> 
     assert status["error"] == "Request cancelled"
     assert http.get(running["response_url"], headers=_auth(keys, "rita")).status_code == 499
     assert http.put(running["cancel_url"], headers=_auth(keys, "rita")).json() == {"status": "ALREADY_COMPLETED"}
+    # The cancelled work stopped: the runner was restarted (setup() again) to stop it.
+    assert _result(http, keys, _submit(http, keys, worker, {"label": "after"}))["pid"] != runner_before
 
     # fal's X-Fal-Request-Timeout is a start deadline: a request still waiting when it
     # passes ends with 504; one that started runs to its end.

@@ -99,14 +99,23 @@ class Ingress:
         await send({"type": "http.response.body", "body": b""})
 
     async def call(self, method: str, target: str, body: bytes, headers: list[tuple[bytes, bytes]],
-                   request_id: str, caller: Optional[str]) -> tuple[int, list[tuple[bytes, bytes]], Any]:
+                   request_id: str, caller: Optional[str], stop_on_cancel: bool = False,
+                   ) -> tuple[int, list[tuple[bytes, bytes]], Any]:
         """Send one request to the runner, `target` being its percent-encoded path and query:
         (status, headers, an async iterator of body chunks).
-        The timeout covers the wait for the answer to start (all of a JSON answer)."""
+        The timeout covers the wait for the answer to start (all of a JSON answer).
+        `stop_on_cancel`: a cancel (the queue's) while the runner works on it restarts the
+        runner, as a timeout does, so that the work stops."""
         self._callers[request_id] = caller
         outgoing = [*headers, (REQUEST_ID.encode(), request_id.encode())]
         try:
             response = await self._send(method, target, body, outgoing)
+        except asyncio.CancelledError:
+            self._callers.pop(request_id, None)
+            if stop_on_cancel and self._runner.alive():
+                logger.warning("request %s was cancelled: restarting the runner so that its work stops", request_id)
+                self._runner.recycle_soon(f"the runner was restarted after request {request_id} was cancelled")
+            raise
         except asyncio.TimeoutError:
             self._callers.pop(request_id, None)
             reason = f"request {request_id} ran past request_timeout ({self._timeout:g}s)"

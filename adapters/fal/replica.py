@@ -215,13 +215,20 @@ class FalAppReplica:
         return env
 
     def _on_line(self, request: Optional[str], stream: str, message: str) -> None:
+        """One line of the runner's output, into the replica's log (`platform logs`).
+
+        Handed to the log handlers whatever the logger's level: Serve sets the replica
+        logger to WARNING while it starts the replica's ASGI app, which is when the
+        runner's last lines of setup() output are often read."""
         traceback = _fal_traceback(message)
         level = "ERROR" if traceback else ("INFO" if stream == "stdout" else "STDERR")
         text = traceback or message
         logs = self._request_logs.get(request or "")
         if logs is not None and text.strip():
             logs.append(_log_entry(text, level))
-        logger.log(logging.ERROR if traceback else logging.INFO, text, extra={"request_id": request} if request else None)
+        logger.handle(logger.makeRecord(
+            logger.name, logging.ERROR if traceback else logging.INFO, __file__, 0, text, None, None,
+            extra={"request_id": request} if request else None))
         if request is None:
             _flush_serve_logs()  # output outside requests (setup(), threads) is rare: write it now
 
@@ -277,10 +284,12 @@ class FalAppReplica:
         """Serve hands the app's metadata (its `user_config`) here; nothing to apply."""
         self._metadata = metadata
 
-    async def _post(self, path: str, payload: Any, request_id: str, caller: Optional[str]) -> tuple[int, str, Any]:
+    async def _post(self, path: str, payload: Any, request_id: str, caller: Optional[str],
+                    stop_on_cancel: bool = False) -> tuple[int, str, Any]:
         """POST a JSON payload to an endpoint: (status, content type, JSON answer or text)."""
         status, headers, chunks = await self._ingress.call(
-            "POST", path, json.dumps(payload).encode(), [(b"content-type", b"application/json")], request_id, caller)
+            "POST", path, json.dumps(payload).encode(), [(b"content-type", b"application/json")], request_id, caller,
+            stop_on_cancel=stop_on_cancel)
         data = b"".join([chunk async for chunk in chunks])
         content_type = dict(headers).get(b"content-type", b"").decode()
         if content_type.startswith("application/json"):
@@ -310,10 +319,12 @@ class FalAppReplica:
     async def call_path(self, path: str, payload: Any, request_id: str, caller: Optional[str] = None) -> dict[str, Any]:
         """A request from the queue: the endpoint at `path` answers `payload` as its HTTP
         route would, with what the endpoint printed meanwhile; `caller` is the user who
-        submitted it (None: anonymous, to a public app), whose rights its file inputs get."""
+        submitted it (None: anonymous, to a public app), whose rights its file inputs get.
+        The queue cancels a running request by cancelling this call: the runner is
+        restarted, so that the work stops (the queue answers 499)."""
         started = time.perf_counter()
         with self._logs_of(request_id) as logs:
-            status, content_type, body = await self._post(path, payload, request_id, caller)
+            status, content_type, body = await self._post(path, payload, request_id, caller, stop_on_cancel=True)
             await asyncio.sleep(0.005)  # the runner's last lines for this request, still in its pipe
         if content_type.startswith(("text/event-stream", "application/jsonl", "application/x-ndjson")):
             status, body = 422, {"detail": f"{path} streams its answer: call it directly, not through the queue"}

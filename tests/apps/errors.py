@@ -17,7 +17,7 @@ class Value(BaseModel):
     value: int
 
 
-class Errors(fal.App, request_timeout=1, max_multiplexing=4):
+class Errors(fal.App, request_timeout=3, max_multiplexing=4):
     machine_type = "XS"
 
     @fal.endpoint("/app-exception")
