@@ -77,8 +77,9 @@ def is_platform_health(scope: dict, path: Optional[str] = None) -> bool:
     a non-public app that needs no key. An app's own endpoint at `/health` is a POST or a
     websocket and needs the app's key like any other. `path`: the path within the app,
     when the scope's root path does not say where the app starts."""
-    within = path if path is not None else _relative(scope)
-    return scope["type"] == "http" and scope.get("method") in ("GET", "HEAD") and within == "/health"
+    if scope["type"] != "http" or scope.get("method") not in ("GET", "HEAD"):
+        return False
+    return (path if path is not None else relative_path(scope)) == "/health"
 
 
 class KeyCache:
@@ -151,9 +152,10 @@ class AuthMiddleware:
             await self.app(scope, receive, send)
 
 
-def _relative(scope: dict) -> str:
+def relative_path(scope: dict) -> str:
+    """The request's path within the app (`/<user>/<app>/x` -> `/x`)."""
     path, root = scope["path"], scope.get("root_path", "")
-    return path[len(root):] if root and path.startswith(root) else path
+    return (path[len(root):] if root and path.startswith(root) else path) or "/"
 
 
 async def refuse(scope: dict, receive: Any, send: Any, status: int, detail: str) -> None:

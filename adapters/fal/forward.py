@@ -20,7 +20,7 @@ import websockets
 from websockets.asyncio.client import unix_connect
 from yarl import URL
 
-from tenantserve.platform.auth import CALLER
+from tenantserve.platform.auth import CALLER, relative_path
 from tenantserve.platform.bodies import BodyError, parse_json
 
 from .supervisor import RUNNER_URL, Runner
@@ -32,11 +32,6 @@ _HOP_BY_HOP = {b"host", b"connection", b"keep-alive", b"transfer-encoding", b"te
                b"proxy-connection", b"content-length", b"expect", REQUEST_ID.encode()}
 _WS_SKIP = _HOP_BY_HOP | {b"sec-websocket-key", b"sec-websocket-version", b"sec-websocket-extensions",
                           b"sec-websocket-protocol"}
-
-
-def relative_path(scope: dict) -> str:
-    path, root = scope["path"], scope.get("root_path", "")
-    return (path[len(root):] if root and path.startswith(root) else path) or "/"
 
 
 def _text_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[str, str]]:

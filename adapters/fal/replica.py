@@ -28,7 +28,7 @@ import ray
 from ray import serve
 
 from tenantserve.platform import environments
-from tenantserve.platform.auth import AuthMiddleware
+from tenantserve.platform.auth import AuthMiddleware, is_platform_health
 from tenantserve.platform.bodies import MAX_CALL_BYTES, BodyLimit
 from tenantserve.platform.files import AppStorage, FileStore
 from tenantserve.platform.metrics import AppMetrics
@@ -38,7 +38,7 @@ from tenantserve.platform.secrets import replica_environment
 from . import sandbox
 from .bundle import AppBundle
 from .files_socket import FilesSocket
-from .forward import Ingress, relative_path
+from .forward import Ingress
 from .routes import bare_root_as_slash
 from .supervisor import APP_SOCKET, CONTROL_SOCKET, STOP_GRACE_S, Launch, Runner, SetupFailed
 
@@ -250,7 +250,7 @@ class FalAppReplica:
         version = self._bundle.code_version
 
         async def asgi(scope: dict, receive: Any, send: Any) -> None:
-            if scope["type"] == "http" and scope["method"] in ("GET", "HEAD") and relative_path(scope) == "/health":
+            if is_platform_health(scope):
                 alive = self._runner.alive()
                 body = json.dumps({"status": "ok" if alive else "restarting", "version": version}).encode()
                 await send({"type": "http.response.start", "status": 200 if alive else 503,
