@@ -22,6 +22,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from tenantserve.adapters.fal import spare_runner
+
 DEFAULT_RAY_PORT = 6390  # Ray's own default, 6379, is Redis's port.
 DEFAULT_HTTP_PORT = 8000
 DEFAULT_DASHBOARD_PORT = 8265
@@ -500,5 +502,6 @@ def down() -> bool:
         _ray_cli("stop")
     if current.temp_dir:
         shutil.rmtree(_haproxy_folder(current.temp_dir), ignore_errors=True)
+    spare_runner.sweep()  # the stopped workers' runner folders, and what was mounted there
     _state_file().unlink(missing_ok=True)
     return True

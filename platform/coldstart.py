@@ -15,6 +15,10 @@ Three things take that off the request's path:
   `serve_patches`, imported here and so in every worker, makes that push carry the
   current queue length.
 
+Each worker also starts a spare runner as it starts (`adapters/fal/spare_runner.py`):
+the sandboxed process with fal's SDK imported that the replica it becomes hands its app
+to, instead of starting a runner and importing fal then.
+
 Apps with `requirements` run in their own interpreter, so they start in a worker of
 their own and gain only the router fix.
 """
@@ -31,6 +35,7 @@ from ray import serve
 from ray.serve import RunTarget
 
 import tenantserve.adapters.fal.replica  # noqa: F401  (what a replica imports, loaded ahead)
+from tenantserve.adapters.fal import spare_runner
 
 from . import serve_patches  # noqa: F401  (applied on import, in every worker)
 
@@ -45,6 +50,15 @@ BOOT_S = 8.0
 # The raylet keeps a prestarted worker this long even when it has more idle workers than
 # CPUs; after that it may stop it, and the keeper starts another.
 KEEP_ALIVE_S = 3600
+
+
+def _in_ray_worker() -> bool:
+    """Imported by a Ray worker as it starts, not by the CLI or a driver."""
+    return getattr(ray._private.worker.global_worker, "mode", None) == ray.WORKER_MODE
+
+
+if _in_ray_worker():
+    spare_runner.start()
 
 
 def spares_per_node() -> int:

@@ -1,5 +1,6 @@
 """A request to an app scaled to zero starts its replica in a Ray worker that was already
-waiting: a spare the platform keeps on each node, its modules imported."""
+waiting: a spare the platform keeps on each node, its modules imported, its spare runner
+ready with fal's SDK imported."""
 
 import os
 import signal
@@ -48,6 +49,10 @@ def test_an_app_at_zero_wakes_in_a_waiting_worker(cli, http) -> None:
     answer = http.post("/rita/wakes-warm/", json={})
     assert answer.status_code == 200
     assert started_at(replica_pids("rita.wakes-warm")[0]) < sent, "the replica started in a new process"
+    # Its runner was the worker's spare, fal's SDK imported before the request came.
+    logs = wait_until(lambda: (out := cli("logs", "wakes-warm", as_user="rita").output).count("spare runner") and out,
+                      "the replica's log", timeout=20)
+    assert "claimed" in logs
 
     cli("apps", "delete", "wakes-warm", "--user", "rita")
 

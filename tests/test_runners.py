@@ -29,6 +29,7 @@ def test_a_tenants_code_reaches_only_its_own_sandbox(cli, http, cluster) -> None
     if os.geteuid() == 0:
         assert 0 not in (found["uid"], other["uid"]) and found["uid"] != other["uid"]
         assert found["data_owner"] == found["uid"] and found["gid"] == found["uid"] and found["groups"] == []
+        assert found["capabilities"] == other["capabilities"] == 0
     else:  # a replica that is not root cannot switch users: its runners run as its own
         assert found["uid"] == other["uid"] == os.getuid()
     cli("apps", "delete", "snoop", "--user", "alice")

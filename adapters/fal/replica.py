@@ -11,16 +11,18 @@ stops the replica.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import logging.handlers
 import os
 import re
 import shutil
-import tempfile
+import sys
 import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
@@ -35,7 +37,7 @@ from tenantserve.platform.metrics import AppMetrics
 from tenantserve.platform.registry import Registry
 from tenantserve.platform.secrets import replica_environment
 
-from . import sandbox
+from . import sandbox, spare_runner
 from .bundle import AppBundle
 from .files_socket import FilesSocket
 from .forward import Ingress
@@ -45,7 +47,6 @@ from .supervisor import APP_SOCKET, CONTROL_SOCKET, STOP_GRACE_S, Launch, Runner
 logger = logging.getLogger("ray.serve")
 
 SETUP_FAILED = "setup() failed in"
-RUNNER_MODULE = "tenantserve_runner"
 
 
 class SetupError(RuntimeError):
@@ -133,9 +134,16 @@ class FalAppReplica:
         self._registry = Registry(platform_config["registry_url"], migrate_schema=False)
         python = await asyncio.to_thread(environments.python_for, bundle.options.requirements, logger.info)
         replica_id = serve.get_replica_context().replica_id.unique_id
-        self._folder = Path(tempfile.gettempdir()) / "tenantserve-runners" / replica_id
+        gpus = _gpu_ids()
+        spare = spare_runner.take()
+        if spare is not None and (python != sys.executable or gpus):
+            await asyncio.to_thread(spare.discard)  # its interpreter and devices are not this app's
+            spare = None
+        self._folder = spare.folder if spare is not None else spare_runner.ROOT / replica_id
         self._uid = sandbox.runner_uid(self._registry.user_number(bundle.owner))
-        mounts = await asyncio.to_thread(self._mounts, platform_config, python)  # copies and chowns files
+        owner_data = Path(platform_config["model_cache"]) / "users" / bundle.owner
+        # Copies and chowns files.
+        mounts = await asyncio.to_thread(self._mounts, owner_data, python, gpus, spare)
         self._callers: dict[str, Optional[str]] = {}
         self._request_logs: dict[str, list[dict[str, Any]]] = {}
         store = FileStore(platform_config["files_root"], platform_config["files_ttl_s"])
@@ -149,14 +157,24 @@ class FalAppReplica:
             "socket": str(seen.sockets / APP_SOCKET), "sys_path": [str(seen.app / "modules")],
         }
         (mounts.app / "spec.json").write_text(json.dumps(spec))
-        env = self._runner_env(platform_config, python, seen)
-        argv = [python, "-m", RUNNER_MODULE, str(seen.app / "spec.json")]
-        launch = Launch(lambda info_fd: sandbox.command(argv, mounts, env, info_fd, uid=self._uid), mounts.sockets,
+        env = self._runner_env(platform_config, python, seen, replica_id)
+        if spare is not None and not await asyncio.to_thread(spare.until_warm, bundle.options.startup_timeout):
+            spare = None
+        if self._uid is not None:  # after a spare is warm: until then it writes in its /tmp as root
+            for folder in (mounts.scratch, mounts.sockets):
+                os.chown(folder, self._uid, self._uid)
+        if spare is not None:
+            spare.claim(seen.app / "spec.json", env, self._uid, owner_data)
+            logger.info("the app's runner: this worker's spare runner (fal's SDK imported), claimed")
+            mounts = dataclasses.replace(mounts, data=spare.mounts.data)  # for restarts: bound there now
+        argv = [python, "-m", spare_runner.RUNNER_MODULE, str(seen.app / "spec.json")]
+        launch = Launch(partial(sandbox.command, argv, mounts, env, uid=self._uid), mounts.sockets,
                         sandboxed=not sandbox.unsandboxed())
         self._runner = Runner(launch, self._on_line, restart_timeout=bundle.options.startup_timeout)
         started = time.perf_counter()
         try:
-            await self._runner.start(bundle.options.startup_timeout)
+            await self._runner.start(bundle.options.startup_timeout,
+                                     spare=(spare.process, spare.pid) if spare is not None else None)
         except SetupFailed as error:
             self._flusher.cancel()
             await self._runner.close()
@@ -169,42 +187,37 @@ class FalAppReplica:
         self._metrics.replica_ready(setup_s=time.perf_counter() - started)
         self._ready_at, self._health_misses = time.monotonic(), 0
 
-    def _mounts(self, config: dict[str, Any], python: str) -> sandbox.Mounts:
-        """This replica's runner folders: its app files, scratch and sockets, and the
-        owner's area of the node's model cache (shared by the owner's replicas)."""
-        shutil.rmtree(self._folder, ignore_errors=True)
+    def _mounts(self, owner_data: Path, python: str, gpus: list[int], spare: Optional[spare_runner.Spare]) -> sandbox.Mounts:
+        """This replica's runner folders (a spare's slot, or new ones): its app files,
+        scratch and sockets, and the owner's area of the node's model cache (shared by the
+        owner's replicas)."""
+        if spare is None:
+            spare_runner.remove_folder(self._folder)
         app, scratch, sockets = self._folder / "app", self._folder / "scratch", self._folder / "sockets"
-        data = Path(config["model_cache"]) / "users" / self._bundle.owner
-        for folder in (app, scratch, sockets, data):
+        for folder in (app, scratch, sockets, owner_data):
             folder.mkdir(parents=True, exist_ok=True)
         if self._uid is not None:
-            for folder in (scratch, sockets):
-                os.chown(folder, self._uid, self._uid)
             sockets.chmod(0o700)
-            _chown_tree(data, self._uid)  # what the operator put there (pre-filled weights) too
+            _chown_tree(owner_data, self._uid)  # what the operator put there (pre-filled weights) too
         modules_root = self._bundle.unpack_local_modules()
         if modules_root is not None:
             shutil.copytree(modules_root, app / "modules")
         else:
             (app / "modules").mkdir()
         venv = Path(python).parent.parent
-        return sandbox.Mounts(app=app, scratch=scratch, data=data, sockets=sockets,
-                              environment=venv if (venv / "pyvenv.cfg").exists() else None, gpus=_gpu_ids())
+        return sandbox.Mounts(app=app, scratch=scratch, data=owner_data, sockets=sockets, environment=venv if (venv / "pyvenv.cfg").exists() else None, gpus=gpus)
 
-    def _runner_env(self, config: dict[str, Any], python: str, seen: sandbox.Mounts) -> dict[str, str]:
+    def _runner_env(self, config: dict[str, Any], python: str, seen: sandbox.Mounts, replica_id: str) -> dict[str, str]:
         """The runner's whole environment: nothing of the replica's, its owner's secrets."""
-        bin_dir = str(Path(python).parent)
         env = {
-            "PATH": f"{bin_dir}:/usr/local/bin:/usr/bin:/bin",
-            "HOME": str(seen.scratch), "TMPDIR": str(seen.scratch), "LANG": "C.UTF-8",
-            "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1",
+            **sandbox.base_env(python, seen),
             "HF_HOME": str(seen.data / ".cache" / "huggingface"),
             "TENANTSERVE_MODEL_CACHE": str(seen.data),
             "TENANTSERVE_CONTROL_SOCKET": str(seen.sockets / CONTROL_SOCKET),
             "TENANTSERVE_FILES_URL": config["public_url"].rstrip("/") + "/files",
             "TENANTSERVE_DOWNLOAD_HOSTS": config.get("download_hosts", ""),
             "TENANTSERVE_NODE_ID": ray.get_runtime_context().get_node_id(),
-            "TENANTSERVE_REPLICA_ID": self._folder.name,
+            "TENANTSERVE_REPLICA_ID": replica_id,
         }
         if (Path(python).parent.parent / "pyvenv.cfg").exists():
             env["VIRTUAL_ENV"] = str(Path(python).parent.parent)
@@ -344,4 +357,4 @@ class FalAppReplica:
         if hasattr(self, "_files"):
             await self._files.stop()
         if hasattr(self, "_folder"):
-            shutil.rmtree(self._folder, ignore_errors=True)
+            spare_runner.remove_folder(self._folder)

@@ -17,6 +17,7 @@ capabilities: bubblewrap mounts as root, then `setpriv` drops to the owner's use
 from __future__ import annotations
 
 import glob
+import json
 import os
 import shutil
 import sys
@@ -88,6 +89,15 @@ class Mounts:
                       environment=self.environment, gpus=self.gpus)
 
 
+def base_env(python: str, seen: Mounts) -> dict[str, str]:
+    """What every runner's environment starts from (nothing of the replica's)."""
+    return {
+        "PATH": f"{Path(python).parent}:/usr/local/bin:/usr/bin:/bin",
+        "HOME": str(seen.scratch), "TMPDIR": str(seen.scratch), "LANG": "C.UTF-8",
+        "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1",
+    }
+
+
 def _interpreter_prefixes() -> list[str]:
     found = {os.path.realpath(p) for p in (sys.base_prefix, sys.prefix, sys.exec_prefix)}
     found.add(os.path.dirname(os.path.dirname(os.path.realpath(sys.executable))))
@@ -134,15 +144,15 @@ def _gpu_binds(gpus: Sequence[int]) -> list[str]:
 
 
 def command(argv: Sequence[str], mounts: Mounts, env: Mapping[str, str], info_fd: Optional[int] = None,
-            uid: Optional[int] = None) -> list[str]:
+            uid: Optional[int] = None, switches_user: bool = False) -> list[str]:
     """`argv` inside the sandbox, with exactly `env` as its environment, as OS user `uid`
-    (None: the caller's); bubblewrap writes the sandboxed process's pid as JSON to `info_fd`."""
+    (None: the caller's); bubblewrap writes the sandboxed process's pid as JSON to `info_fd`.
+    `switches_user`: the process becomes its owner's user itself, later (a spare runner),
+    keeping only the two capabilities that takes until then."""
     if unsandboxed():
         return ["env", "-i", *[f"{k}={v}" for k, v in env.items()], *argv]
-    tool = bwrap()
-    if tool is None:
-        check()
-    args = [tool, "--die-with-parent", "--new-session", "--unshare-pid", "--unshare-ipc",
+    check()
+    args = [str(bwrap()), "--die-with-parent", "--new-session", "--unshare-pid", "--unshare-ipc",
             "--unshare-uts", "--unshare-cgroup-try", "--hostname", "runner"]
     if os.environ.get(NETWORK_VAR) == "none":
         args.append("--unshare-net")
@@ -165,10 +175,28 @@ def command(argv: Sequence[str], mounts: Mounts, env: Mapping[str, str], info_fd
         args += ["--setenv", key, value]
     if os.geteuid() == 0:
         args += ["--cap-drop", "ALL"]
-        if uid is not None:
-            # Only what setpriv needs to switch users; changing to a non-root user clears it.
+        if uid is not None or switches_user:
+            # Only what switching users takes; changing to a non-root user clears it.
             args += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
+        if uid is not None:
             argv = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--no-new-privs", "--", *argv]
     if info_fd is not None:
         args += ["--info-fd", str(info_fd)]
     return [*args, "--", *argv]
+
+
+def child_pid(info_fd: int, fallback: int) -> int:
+    """The sandboxed process's pid, from bubblewrap's --info-fd JSON."""
+    text = b""
+    try:
+        while chunk := os.read(info_fd, 4096):
+            text += chunk
+            try:
+                return int(json.loads(text)["child-pid"])
+            except ValueError:
+                continue
+        return fallback
+    except (KeyError, OSError):
+        return fallback
+    finally:
+        os.close(info_fd)

@@ -13,6 +13,8 @@ import json
 import logging
 import os
 import signal
+import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,12 +22,15 @@ from typing import Any, Callable, Optional, Sequence
 
 import aiohttp
 
+from . import sandbox
+
 logger = logging.getLogger("ray.serve")
 
 APP_SOCKET = "app.sock"
 CONTROL_SOCKET = "control.sock"
 STOP_GRACE_S = 10.0
 OUTPUT_TAIL = 200
+OUTPUT_LIMIT = 16 * 1024 * 1024  # the longest line of output kept
 RUNNER_URL = "http://runner"
 
 
@@ -66,21 +71,38 @@ class Launch:
 OnLine = Callable[[Optional[str], str, str], None]
 
 
-def _child_pid(info_fd: int, fallback: int) -> int:
-    """The sandboxed process's pid, from bubblewrap's --info-fd JSON."""
-    text = b""
-    try:
-        while chunk := os.read(info_fd, 4096):
-            text += chunk
-            try:
-                return int(json.loads(text)["child-pid"])
-            except ValueError:
-                continue
-        return fallback
-    except (KeyError, OSError):
-        return fallback
-    finally:
-        os.close(info_fd)
+class _Process:
+    """A runner's process as the replica's event loop sees it: its lines of output and
+    its exit. Made from a `Popen` because a spare runner is started before the replica's
+    event loop exists."""
+
+    def __init__(self, popen: subprocess.Popen, pid: int, limit: int) -> None:
+        self.popen, self.pid = popen, pid
+        self._loop = asyncio.get_running_loop()
+        self.stdout = asyncio.StreamReader(limit=limit)
+        self._exited: asyncio.Future[int] = self._loop.create_future()
+
+    async def connect(self) -> None:
+        await self._loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(self.stdout), self.popen.stdout)
+        threading.Thread(target=self._wait, name=f"runner-{self.pid}", daemon=True).start()
+
+    def _wait(self) -> None:
+        code = self.popen.wait()
+        try:
+            self._loop.call_soon_threadsafe(lambda: self._exited.done() or self._exited.set_result(code))
+        except RuntimeError:  # the replica's loop is closed
+            pass
+
+    @property
+    def returncode(self) -> Optional[int]:
+        return self.popen.returncode
+
+    async def wait(self) -> int:
+        return await asyncio.shield(self._exited)
+
+    def kill(self) -> None:
+        if self.popen.returncode is None:
+            self.popen.kill()
 
 
 def runner_client(socket: Path) -> aiohttp.ClientSession:
@@ -111,7 +133,7 @@ class Runner:
         self._restarting = asyncio.Lock()
         self._tasks: set[asyncio.Future[Any]] = set()
         self._on_line = on_line
-        self._process: Optional[asyncio.subprocess.Process] = None
+        self._process: Optional[_Process] = None
         self._ready: Optional[asyncio.Future[None]] = None
         self._stopping = False
         self._pid = 0
@@ -136,30 +158,19 @@ class Runner:
     def socket(self) -> Path:
         return self._launch.sockets / APP_SOCKET
 
-    async def start(self, timeout: float) -> None:
-        """Start the runner and wait until setup() is done; SetupFailed with its output if it ends first."""
+    async def start(self, timeout: float, spare: Optional[tuple[subprocess.Popen, int]] = None) -> None:
+        """Start the runner (or take over `spare`, a claimed spare runner's process and
+        pid) and wait until setup() is done; SetupFailed with its output if it ends first."""
         self._mark_down()
         try:
             self.socket.unlink()
         except FileNotFoundError:
             pass
         self._tail = []
-        info_read, info_write = os.pipe() if self._launch.sandboxed else (None, None)
-        try:
-            # stdin stays open and unwritten: the runner exits when it closes, so a replica
-            # that dies (SIGKILL included) takes its runner with it.
-            self._process = await asyncio.create_subprocess_exec(
-                *self._launch.argv(info_write), stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, limit=16 * 1024 * 1024,
-                pass_fds=(info_write,) if info_write is not None else (),
-            )
-        finally:
-            if info_write is not None:
-                os.close(info_write)
-        process = self._process
-        self._pid = process.pid
-        if info_read is not None:
-            self._pid = await asyncio.to_thread(_child_pid, info_read, process.pid)
+        popen, pid = spare if spare is not None else await self._spawn_process()
+        self._process = process = _Process(popen, pid, OUTPUT_LIMIT)
+        await process.connect()
+        self._pid = pid
         self._spawn(self._read(process))
         deadline = time.monotonic() + timeout
         while not self.socket.exists():
@@ -173,6 +184,22 @@ class Runner:
         assert self._ready is not None
         self._ready.set_result(None)
         self._spawn(self._watch(process))
+
+    async def _spawn_process(self) -> tuple[subprocess.Popen, int]:
+        """Start the runner's process (in the event loop's thread, which lives as long as the
+        replica: bubblewrap's parent-death signal follows the thread that started it)."""
+        info_read, info_write = os.pipe() if self._launch.sandboxed else (None, None)
+        try:
+            # stdin stays open and unwritten: the runner exits when it closes, so a replica
+            # that dies (SIGKILL included) takes its runner with it.
+            popen = subprocess.Popen(self._launch.argv(info_write), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, pass_fds=(info_write,) if info_write is not None else ())
+        finally:
+            if info_write is not None:
+                os.close(info_write)
+        if info_read is None:
+            return popen, popen.pid
+        return popen, await asyncio.to_thread(sandbox.child_pid, info_read, popen.pid)
 
     def _mark_down(self) -> None:
         """From now on requests wait for the next start (`ready()`), instead of going to a
@@ -197,8 +224,7 @@ class Runner:
         except ProcessLookupError:
             pass
 
-    async def _read(self, process: asyncio.subprocess.Process) -> None:
-        assert process.stdout is not None
+    async def _read(self, process: "_Process") -> None:
         while True:
             try:
                 raw = await process.stdout.readline()
@@ -215,7 +241,7 @@ class Runner:
             self._tail = (self._tail + [message])[-OUTPUT_TAIL:]
             self._on_line(request, stream, message)
 
-    async def _watch(self, process: asyncio.subprocess.Process) -> None:
+    async def _watch(self, process: "_Process") -> None:
         code = await process.wait()
         if self._stopping or process is not self._process:
             return
@@ -273,7 +299,7 @@ class Runner:
     async def kill(self) -> None:
         await self._kill(self._process)
 
-    async def _kill(self, process: Optional[asyncio.subprocess.Process]) -> None:
+    async def _kill(self, process: Optional["_Process"]) -> None:
         """SIGKILL the runner itself (bubblewrap passes no signal on, and a PID namespace's
         first process is spared its parent-death signal), then bubblewrap."""
         if process is None or process.returncode is not None:

@@ -44,4 +44,5 @@ class Snoop(fal.App, keep_alive=60):
             "data_writable": os.access("/data", os.W_OK),
             "uid": os.getuid(), "gid": os.getgid(), "groups": os.getgroups(),
             "data_owner": os.stat("/data").st_uid,
+            "capabilities": int(next(line for line in open("/proc/self/status") if line.startswith("CapEff")).split()[1], 16),
         }

@@ -4,6 +4,10 @@ SPEC (written by the replica) names the app file's text, module and class, and t
 socket. setup() runs in the ASGI lifespan before uvicorn binds the socket, so the socket
 appearing means the app is ready; a setup() that raises ends the process with its
 traceback on stderr. SIGTERM runs teardown() and fal's exit hook.
+
+`python -m tenantserve_runner --spare` is a spare runner (`spare_runner.py`): it imports
+fal's SDK and the server, then waits for one claim line on stdin (the spec's path, the
+app's environment, the OS user to become) before it loads any app code.
 """
 
 from __future__ import annotations
@@ -31,6 +35,40 @@ def _import_fal() -> None:
             del sys.modules["IPython"]
 
 
+def _prime_package_list() -> None:
+    """fal prints the installed packages before setup(), reading every package's metadata
+    (a fifth of a second); read them once, ahead, in the same interpreter."""
+    import fal.app
+
+    from importlib.metadata import distributions
+
+    line = ", ".join(f"{dist.metadata['Name']}=={dist.version}" for dist in distributions())
+    fal.app._print_python_packages = lambda: print("[debug] Python packages installed:", line)
+
+
+def _read_claim() -> dict:
+    """The claim line, read byte by byte so that nothing after it is taken from stdin."""
+    line = b""
+    while not line.endswith(b"\n"):
+        byte = os.read(0, 1)
+        if not byte:
+            os._exit(0)  # the Ray worker that kept this spare is gone
+        line += byte
+    return json.loads(line)
+
+
+def _become(claim: dict) -> None:
+    """Take the claimed app's environment and, where one is named, its owner's OS user
+    (with that, the two capabilities the spare kept for it are gone)."""
+    os.environ.clear()
+    os.environ.update(claim["env"])
+    uid = claim.get("uid")
+    if uid is not None:
+        os.setgroups([])
+        os.setresgid(uid, uid, uid)
+        os.setresuid(uid, uid, uid)
+
+
 def _exit_with_the_replica() -> None:
     """The replica holds our stdin open and never writes: end of file means it is gone."""
 
@@ -43,20 +81,28 @@ def _exit_with_the_replica() -> None:
 
 
 def main() -> None:
-    spec = json.loads(Path(sys.argv[1]).read_text())
-    _exit_with_the_replica()
     _import_fal()
-    from . import files, logs
+    _prime_package_list()
+    import uvicorn
+    from fal.api.api import FalServer
 
+    from . import files, logs
+    from .app import build, load_class
+
+    if sys.argv[1] == "--spare":
+        sys.stdout.write("tenantserve-spare-warm\n")
+        sys.stdout.flush()
+        claim = _read_claim()
+        _become(claim)
+        spec_path = claim["spec"]
+    else:
+        spec_path = sys.argv[1]
+    spec = json.loads(Path(spec_path).read_text())
+    _exit_with_the_replica()
     logs.install()
     faulthandler.enable(file=sys.__stderr__)
     for folder in reversed(spec.get("sys_path", [])):
         sys.path.insert(0, folder)
-    import uvicorn
-    from fal.api.api import FalServer
-
-    from .app import build, load_class
-
     files.install()
     app_class = load_class(spec["filename"], spec["source"], spec["module_name"], spec["class_name"])
     app, asgi = build(app_class)

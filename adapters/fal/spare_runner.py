@@ -1,0 +1,218 @@
+"""Spare runners: a sandboxed runner with fal's SDK imported, waiting in each Ray worker
+for the app whose replica that worker becomes.
+
+Most of a runner's start is importing fal's SDK and its server (about 1.2 s on two
+cores). Every Ray worker of a node starts a spare as it starts (`platform/coldstart.py` is
+preloaded in every worker), in a slot folder of its own: `app` (the replica writes the
+app's spec and modules there), `scratch` (its /tmp), `sockets`, and `data`, a shared mount
+point onto which the replica binds its owner's area of the node's model cache when it
+claims the spare; that bind reaches the running sandbox (mount propagation). The claim is
+one line on the spare's stdin: where the spec is, the app's whole environment (its
+owner's secrets among it) and the owner's OS user, which the spare becomes before it runs
+any of the app's code.
+
+A spare needs a node where replicas run as root (the bind mounts), or the operator's
+unsandboxed mode. Replicas whose runner needs another interpreter (requirements the
+node's packages lack) or GPUs (their device files are bound as the sandbox starts) drop
+the spare and start their runner as before; so does a worker that becomes anything else
+(one of the platform's own services), once it has been busy for a while.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import logging
+import os
+import select
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Optional
+
+from . import sandbox
+
+logger = logging.getLogger("ray.serve")
+
+RUNNER_MODULE = "tenantserve_runner"
+SPARE_VAR = "TENANTSERVE_SPARE_RUNNERS"
+ROOT = Path(tempfile.gettempdir()) / "tenantserve-runners"
+UNCLAIMED_BUSY_S = 30.0
+WARM_LINE = b"tenantserve-spare-warm\n"  # the spare's only output before its claim
+
+_MS_BIND, _MS_SHARED, _MNT_DETACH = 4096, 1 << 20, 2
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_void_p]
+_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+
+
+def _mount(source: Optional[Path], target: Path, flags: int) -> None:
+    if _libc.mount(str(source).encode() if source else None, str(target).encode(), None, flags, None) != 0:
+        error = ctypes.get_errno()
+        raise OSError(error, os.strerror(error), str(target))
+
+
+def _mount_points_under(folder: Path) -> list[str]:
+    inside = str(folder) + "/"
+    points = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
+    return sorted({p for p in points if p == str(folder) or p.startswith(inside)}, key=len, reverse=True)
+
+
+def remove_folder(folder: Path) -> None:
+    """Unmount whatever is mounted below `folder` (an owner's model cache, bound there),
+    then delete it; a folder that still holds a mount is left as it is, never emptied."""
+    for _ in range(8):
+        points = _mount_points_under(folder)
+        if not points:
+            shutil.rmtree(folder, ignore_errors=True)
+            return
+        for point in points:
+            _libc.umount2(point.encode(), _MNT_DETACH)
+    logger.error("%s still has mounts (%s); not deleting it", folder, ", ".join(_mount_points_under(folder)))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
+def sweep() -> None:
+    """Remove the slots of workers that are gone without cleaning up (killed)."""
+    for folder in ROOT.glob("spare-*"):
+        pid = folder.name.removeprefix("spare-")
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            remove_folder(folder)
+
+
+@dataclass
+class Spare:
+    """A started spare runner: its slot's folders (host side), its process and the
+    sandboxed runner's own pid."""
+
+    folder: Path
+    mounts: sandbox.Mounts
+    process: subprocess.Popen
+    pid: int
+
+    def until_warm(self, timeout: float) -> bool:
+        """Wait until fal is imported (until then the spare writes in its /tmp as root);
+        False, and the spare discarded, if it ended or hung instead."""
+        assert self.process.stdout is not None
+        fd, seen, deadline = self.process.stdout.fileno(), b"", time.monotonic() + timeout
+        # Raw reads: the spare writes nothing after this line until it is claimed, and the
+        # replica's reader takes the pipe over from here.
+        while not seen.endswith(WARM_LINE):
+            ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+            chunk = os.read(fd, 4096) if ready else b""
+            if not chunk:
+                logger.warning("the spare runner %s; starting one for the app",
+                               "did not get ready in time" if not ready else "ended before it was ready")
+                self.discard()
+                return False
+            seen += chunk
+        if seen != WARM_LINE:
+            logger.info("spare runner: %s", seen.removesuffix(WARM_LINE).decode("utf-8", "replace").rstrip())
+        return True
+
+    def claim(self, spec: Path, env: Mapping[str, str], uid: Optional[int], data: Path) -> None:
+        """Hand the warm spare its app: `data` (the owner's model cache area) bound as its
+        /data, then the claim line; `spec` as the runner sees it."""
+        assert self.process.stdin is not None
+        if not sandbox.unsandboxed():
+            _mount(data, self.mounts.data, _MS_BIND)
+        self.process.stdin.write(json.dumps({"spec": str(spec), "env": dict(env), "uid": uid}).encode() + b"\n")
+        self.process.stdin.flush()
+
+    def discard(self) -> None:
+        self.process.kill()
+        try:
+            os.kill(self.pid, 9)
+        except ProcessLookupError:
+            pass
+        self.process.wait()
+        remove_folder(self.folder)
+
+
+_spare: Optional[Spare] = None
+_lock = threading.Lock()
+
+
+def _eligible() -> bool:
+    if os.environ.get(SPARE_VAR, "1") == "0":
+        return False
+    return sandbox.unsandboxed() or (sandbox.bwrap() is not None and os.geteuid() == 0)
+
+
+def start() -> None:
+    """Start this worker's spare (in the worker's main thread: the sandbox ends with it)."""
+    global _spare
+    if _spare is not None or not _eligible():
+        return
+    sweep()
+    folder = ROOT / f"spare-{os.getpid()}"
+    remove_folder(folder)
+    mounts = sandbox.Mounts(app=folder / "app", scratch=folder / "scratch", data=folder / "data",
+                            sockets=folder / "sockets")
+    for path in (mounts.app, mounts.scratch, mounts.data, mounts.sockets):
+        path.mkdir(parents=True)
+    sandboxed = not sandbox.unsandboxed()
+    info_read, info_write = os.pipe() if sandboxed else (None, None)
+    try:
+        if sandboxed:
+            _mount(mounts.data, mounts.data, _MS_BIND)
+            _mount(None, mounts.data, _MS_SHARED)
+        argv = sandbox.command([sys.executable, "-m", RUNNER_MODULE, "--spare"], mounts,
+                               sandbox.base_env(sys.executable, mounts.seen()), info_write, switches_user=True)
+        process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                   pass_fds=(info_write,) if info_write is not None else ())
+    except OSError as error:
+        logger.info("no spare runner in this worker: %s", error)
+        remove_folder(folder)
+        return
+    finally:
+        if info_write is not None:
+            os.close(info_write)
+    pid = sandbox.child_pid(info_read, process.pid) if info_read is not None else process.pid
+    with _lock:
+        _spare = Spare(folder, mounts, process, pid)
+    threading.Thread(target=_drop_if_unclaimed, args=(_spare,), name="spare-runner", daemon=True).start()
+
+
+def take() -> Optional[Spare]:
+    """This worker's spare runner for its replica, if it has a live one; nobody else gets it."""
+    global _spare
+    with _lock:
+        spare, _spare = _spare, None
+    if spare is not None and spare.process.poll() is not None:
+        spare.discard()
+        return None
+    return spare
+
+
+def _drop_if_unclaimed(spare: Spare) -> None:
+    """A worker that became something other than an app's replica (an actor that has not
+    claimed the spare for UNCLAIMED_BUSY_S) gives the spare's memory back."""
+    import ray
+
+    busy_since: Optional[float] = None
+    while _spare is spare:
+        time.sleep(5)
+        try:
+            busy = ray.get_runtime_context().get_actor_id() is not None
+        except Exception:
+            busy = False
+        if busy:
+            busy_since = busy_since or time.monotonic()
+            if time.monotonic() - busy_since > UNCLAIMED_BUSY_S and (taken := take()) is not None:
+                taken.discard()
+                return
