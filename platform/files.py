@@ -145,8 +145,9 @@ class AppStorage:
         stored = self.store.put(data, owner=self.owner, auth=self.auth, content_type=content_type, file_name=file_name)
         return self.public_url + stored.path()
 
-    def download(self, url: str) -> Optional[bytes]:
-        """The bytes behind one of this platform's file URLs; None for other URLs.
+    def download(self, url: str) -> Optional[tuple[bytes, str]]:
+        """The bytes behind one of this platform's file URLs, with their content type;
+        None for other URLs.
         FileNotFoundError for an unknown or expired one, PermissionError for one the
         request's caller may not read."""
         file_id = file_id_of(url, self.public_url)
@@ -159,4 +160,4 @@ class AppStorage:
         if refusal(stored.auth, stored.owner, caller, what="file") is not None:
             who = f"user {caller}" if caller else "an anonymous caller"
             raise PermissionError(f"{url} is not readable by the caller of this request ({who})")
-        return self.store.read(stored)
+        return self.store.read(stored), stored.content_type

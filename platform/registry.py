@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Optional
 
 from sqlalchemy import (
-    Boolean, Column, DateTime, Integer, MetaData, String, Table, Text, create_engine, delete, event, func, select,
+    Boolean, Column, DateTime, Integer, MetaData, String, Table, Text, create_engine, delete, event, select,
     update,
 )
 from sqlalchemy.engine import Engine
@@ -41,6 +41,12 @@ users = Table(
     Column("max_gpus", Integer),
     Column("number", Integer, unique=True),  # for the OS user of the user's runners
 )
+counters = Table(
+    "counters", metadata,
+    Column("name", String(63), primary_key=True),
+    Column("value", Integer, nullable=False),
+)
+USER_NUMBER = "user_number"  # the last number given to a user
 secrets_table = Table(
     "secrets", metadata,
     Column("owner", String(63), primary_key=True),
@@ -155,17 +161,16 @@ class Registry:
 
     def create_user(self, name: str, admin: bool = False) -> None:
         check_name("user", name)
-        for attempt in range(5):
-            try:
-                with self.engine.begin() as conn:
-                    if conn.execute(select(users.c.name).where(users.c.name == name)).first():
-                        raise RegistryError(f"user {name!r} exists already")
-                    number = (conn.execute(select(func.max(users.c.number))).scalar() or 0) + 1
-                    conn.execute(users.insert().values(name=name, is_admin=admin, created_at=_now(), number=number))
-                return
-            except IntegrityError:
-                if attempt == 4:
-                    raise  # another user created at the same time took the number, every time
+        try:
+            with self.engine.begin() as conn:
+                if conn.execute(select(users.c.name).where(users.c.name == name)).first():
+                    raise RegistryError(f"user {name!r} exists already")
+                # The counter's row lock orders users created at the same time.
+                number = conn.execute(update(counters).where(counters.c.name == USER_NUMBER)
+                                      .values(value=counters.c.value + 1).returning(counters.c.value)).scalar_one()
+                conn.execute(users.insert().values(name=name, is_admin=admin, created_at=_now(), number=number))
+        except IntegrityError:
+            raise RegistryError(f"user {name!r} exists already") from None
 
     def user_number(self, name: str) -> Optional[int]:
         """The user's number (1, 2, ...: never reused), from which their runners' OS user comes."""

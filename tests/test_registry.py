@@ -106,6 +106,29 @@ def test_each_user_gets_a_number_of_their_own(registry_url) -> None:
     assert registry.user_number("nobody-like-this") is None
 
 
+def test_a_removed_users_number_is_never_given_again(registry_url) -> None:
+    from tenantserve.platform.registry import InvalidNames
+
+    registry = Registry(registry_url)
+    removed, later = f"r{uuid.uuid4().hex[:8]}", f"l{uuid.uuid4().hex[:8]}"
+    registry.create_user(removed)
+    number = registry.user_number(removed)
+    registry.purge(InvalidNames(users=[removed], apps=[], secrets=[]))  # what `users clean-names` does
+    registry.create_user(later)
+    assert registry.user_number(later) > number  # not the removed user's OS user
+
+
+def test_users_made_at_the_same_time_get_numbers_of_their_own(registry_url) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    names = [f"c{uuid.uuid4().hex[:8]}" for _ in range(8)]
+    registries = [Registry(registry_url) for _ in names]  # one connection pool each, as separate CLIs have
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda made: made[0].create_user(made[1]), zip(registries, names)))
+    numbers = [registries[0].user_number(name) for name in names]
+    assert len(set(numbers)) == 8 and None not in numbers
+
+
 def test_users_from_before_numbers_get_them_on_upgrade(tmp_path) -> None:
     from alembic import command
     from alembic.config import Config

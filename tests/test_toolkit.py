@@ -66,7 +66,9 @@ def test_platform_file_urls_are_read_with_the_callers_rights(platform_store, tmp
 
     token = current_request.set("req-alice")
     try:
-        assert urllib.request.urlopen(private.url).read() == b"alice only"
+        opened = urllib.request.urlopen(private.url)
+        assert opened.read() == b"alice only"
+        assert opened.headers["Content-Type"] == "text/plain"  # the type it was stored with
     finally:
         current_request.reset(token)
 

@@ -65,11 +65,12 @@ class FilesSocket:
     def _download(self, url: str, caller: Optional[str]) -> tuple[dict[str, Any], bytes]:
         with acting_for(caller):
             try:
-                data = self._storage.download(url)
+                found = self._storage.download(url)
             except PermissionError as error:
                 return {"error": str(error), "status": 403}, b""
             except FileNotFoundError as error:
                 return {"error": str(error), "status": 404}, b""
-        if data is None:
+        if found is None:
             return {"error": f"{url} is not a file of this platform", "status": 404}, b""
-        return {"size": len(data), "content_type": "application/octet-stream"}, data
+        data, content_type = found
+        return {"size": len(data), "content_type": content_type}, data

@@ -47,6 +47,7 @@ from .supervisor import APP_SOCKET, CONTROL_SOCKET, STOP_GRACE_S, Launch, Runner
 logger = logging.getLogger("ray.serve")
 
 SETUP_FAILED = "setup() failed in"
+STREAMED = ("text/event-stream", "application/jsonl", "application/x-ndjson")
 
 
 class SetupError(RuntimeError):
@@ -126,6 +127,13 @@ def _gpu_ids() -> list[int]:
 @serve.ingress()
 class FalAppReplica:
     async def __init__(self, bundle_json: str, platform_config: dict[str, Any]) -> None:
+        try:
+            await self._start(bundle_json, platform_config)
+        except BaseException:
+            await self._release()  # a replica that fails to start leaves no runner, folder or mount
+            raise
+
+    async def _start(self, bundle_json: str, platform_config: dict[str, Any]) -> None:
         self._bundle = bundle = AppBundle.from_json(bundle_json)
         # From the start: a long setup()'s prints show in `platform logs` as it runs.
         self._flusher = asyncio.ensure_future(_flush_logs_every(0.5))
@@ -176,9 +184,6 @@ class FalAppReplica:
             await self._runner.start(bundle.options.startup_timeout,
                                      spare=(spare.process, spare.pid) if spare is not None else None)
         except SetupFailed as error:
-            self._flusher.cancel()
-            await self._runner.close()
-            await self._files.stop()
             raise SetupError(
                 f"{SETUP_FAILED} {bundle.source.class_name}:\n{user_traceback(str(error), bundle.source.filename)}"
             ) from None
@@ -298,13 +303,18 @@ class FalAppReplica:
         self._metadata = metadata
 
     async def _post(self, path: str, payload: Any, request_id: str, caller: Optional[str],
-                    stop_on_cancel: bool = False) -> tuple[int, str, Any]:
-        """POST a JSON payload to an endpoint: (status, content type, JSON answer or text)."""
+                    from_queue: bool = False) -> tuple[int, str, Any]:
+        """POST a JSON payload to an endpoint: (status, content type, JSON answer or text).
+        `from_queue`: a cancel stops the work (the runner restarts), and a streamed answer
+        is cut off at its start (None for its body): the queue keeps whole answers only."""
         status, headers, chunks = await self._ingress.call(
             "POST", path, json.dumps(payload).encode(), [(b"content-type", b"application/json")], request_id, caller,
-            stop_on_cancel=stop_on_cancel)
-        data = b"".join([chunk async for chunk in chunks])
+            stop_on_cancel=from_queue)
         content_type = dict(headers).get(b"content-type", b"").decode()
+        if from_queue and content_type.startswith(STREAMED):
+            await chunks.aclose()  # the connection to the runner closes: the endpoint's stream stops
+            return status, content_type, None
+        data = b"".join([chunk async for chunk in chunks])
         if content_type.startswith("application/json"):
             try:
                 return status, content_type, json.loads(data)
@@ -337,9 +347,9 @@ class FalAppReplica:
         restarted, so that the work stops (the queue answers 499)."""
         started = time.perf_counter()
         with self._logs_of(request_id) as logs:
-            status, content_type, body = await self._post(path, payload, request_id, caller, stop_on_cancel=True)
+            status, content_type, body = await self._post(path, payload, request_id, caller, from_queue=True)
             await asyncio.sleep(0.005)  # the runner's last lines for this request, still in its pipe
-        if content_type.startswith(("text/event-stream", "application/jsonl", "application/x-ndjson")):
+        if content_type.startswith(STREAMED):
             status, body = 422, {"detail": f"{path} streams its answer: call it directly, not through the queue"}
         elif not isinstance(body, (dict, list)) and status >= 400:
             body = {"detail": body}
@@ -347,6 +357,10 @@ class FalAppReplica:
         return {"status_code": status, "body": body, "logs": list(logs)}
 
     async def __del__(self) -> None:
+        await self._release()
+
+    async def _release(self) -> None:
+        """Stop what the replica started, as far as it got: teardown() runs in the runner."""
         runner = getattr(self, "_runner", None)
         if hasattr(self, "_flusher"):
             self._flusher.cancel()
