@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 import pytest
 
@@ -33,27 +34,32 @@ class Who(fal.App):
     def who(self) -> dict:
         status = dict(line.split(":", 1) for line in open("/proc/self/status"))
         return {"uid": os.getuid(), "gid": os.getgid(), "groups": os.getgroups(),
-                "capabilities": int(status["CapEff"].strip(), 16), "data": sorted(os.listdir("/data")),
+                "capabilities": int(status["CapEff"].strip(), 16),
+                "data": sorted(os.listdir(os.environ["TENANTSERVE_MODEL_CACHE"])),
                 "secret": os.environ.get("MY_SECRET"), "home": os.environ.get("HOME"),
                 "tmp_writable": os.access("/tmp", os.W_OK)}
 '''
 
 
-def _claim_and_call(spare: spare_runner.Spare, owner_data: Path, uid: int) -> dict:
+def _claim_and_call(spare: spare_runner.Spare, owner_data: Path, uid: Optional[int]) -> dict:
+    """What the replica does with its worker's spare; the app's answer."""
     mounts = spare.mounts
     (mounts.app / "modules").mkdir()
     seen = mounts.seen()
     spec = {"filename": "/apps/who.py", "source": APP, "module_name": "who", "class_name": "Who",
             "socket": str(seen.sockets / APP_SOCKET), "sys_path": [str(seen.app / "modules")]}
     (mounts.app / "spec.json").write_text(json.dumps(spec))
-    env = {**sandbox.base_env(sys.executable, seen), "MY_SECRET": "only-mine"}
+    env = {**sandbox.base_env(sys.executable, seen), "MY_SECRET": "only-mine",
+           "TENANTSERVE_MODEL_CACHE": str(owner_data if sandbox.unsandboxed() else seen.data)}
     lines: list[str] = []
 
     async def run() -> dict:
-        runner = Runner(Launch(lambda fd: [], mounts.sockets, sandboxed=True), lambda r, s, m: lines.append(m))
+        runner = Runner(Launch(lambda fd: [], mounts.sockets, sandboxed=not sandbox.unsandboxed()),
+                        lambda r, s, m: lines.append(m))
         assert await asyncio.to_thread(spare.until_warm, 60)
-        for folder in (mounts.scratch, mounts.sockets):
-            os.chown(folder, uid, uid)
+        if uid is not None:
+            for folder in (mounts.scratch, mounts.sockets):
+                os.chown(folder, uid, uid)
         spare.claim(seen.app / "spec.json", env, uid, owner_data)
         try:
             await runner.start(60, spare=(spare.process, spare.pid))
@@ -64,7 +70,7 @@ def _claim_and_call(spare: spare_runner.Spare, owner_data: Path, uid: int) -> di
             await runner.stop()
 
     found = asyncio.run(run())
-    assert f"set up as {uid}" in lines
+    assert f"set up as {os.getuid() if uid is None else uid}" in lines
     return found
 
 
@@ -114,3 +120,17 @@ def test_a_spare_that_ended_before_it_was_warm_is_given_up(tmp_path) -> None:
     started = time.monotonic()
     assert spare.until_warm(30) is False  # the replica starts a runner of its own instead
     assert time.monotonic() - started < 30 and not spare.folder.exists()
+
+
+def test_with_the_sandbox_off_a_spare_serves_its_app_too(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv(sandbox.UNSANDBOXED_VAR, "1")  # the operator's "one trusted team only" mode
+    owner_data = tmp_path / "owner"
+    owner_data.mkdir()
+    (owner_data / "weights.bin").write_bytes(b"w")
+    spare_runner.start()
+    spare = spare_runner.take()
+    assert spare is not None
+    found = _claim_and_call(spare, owner_data, uid=None)
+    assert found["secret"] == "only-mine" and found["data"] == ["weights.bin"]
+    spare_runner.remove_folder(spare.folder)
+    assert (owner_data / "weights.bin").exists()

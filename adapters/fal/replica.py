@@ -37,6 +37,9 @@ from tenantserve.platform.metrics import AppMetrics
 from tenantserve.platform.registry import Registry
 from tenantserve.platform.secrets import replica_environment
 
+from tenantserve_runner import control
+from tenantserve_runner import files as runner_files
+
 from . import sandbox, spare_runner
 from .bundle import AppBundle
 from .files_socket import FilesSocket
@@ -171,6 +174,7 @@ class FalAppReplica:
         if self._uid is not None:  # after a spare is warm: until then it writes in its /tmp as root
             for folder in (mounts.scratch, mounts.sockets):
                 os.chown(folder, self._uid, self._uid)
+                folder.chmod(0o700)  # the node's other users see neither
         if spare is not None:
             spare.claim(seen.app / "spec.json", env, self._uid, owner_data)
             logger.info("the app's runner: this worker's spare runner (fal's SDK imported), claimed")
@@ -202,7 +206,6 @@ class FalAppReplica:
         for folder in (app, scratch, sockets, owner_data):
             folder.mkdir(parents=True, exist_ok=True)
         if self._uid is not None:
-            sockets.chmod(0o700)
             _chown_tree(owner_data, self._uid)  # what the operator put there (pre-filled weights) too
         modules_root = self._bundle.unpack_local_modules()
         if modules_root is not None:
@@ -218,9 +221,9 @@ class FalAppReplica:
             **sandbox.base_env(python, seen),
             "HF_HOME": str(seen.data / ".cache" / "huggingface"),
             "TENANTSERVE_MODEL_CACHE": str(seen.data),
-            "TENANTSERVE_CONTROL_SOCKET": str(seen.sockets / CONTROL_SOCKET),
-            "TENANTSERVE_FILES_URL": config["public_url"].rstrip("/") + "/files",
-            "TENANTSERVE_DOWNLOAD_HOSTS": config.get("download_hosts", ""),
+            control.SOCKET_VAR: str(seen.sockets / CONTROL_SOCKET),
+            runner_files.FILES_URL_VAR: config["public_url"].rstrip("/") + "/files",
+            runner_files.DOWNLOAD_HOSTS_VAR: config.get("download_hosts", ""),
             "TENANTSERVE_NODE_ID": ray.get_runtime_context().get_node_id(),
             "TENANTSERVE_REPLICA_ID": replica_id,
         }
