@@ -1,6 +1,12 @@
-"""The replica -> runner hop's HTTP client: aiohttp (what the replica uses) against httpx
-(what it used before), each sending the same small JSON POST to one uvicorn on a unix
-socket, one request at a time, rounds interleaved. Needs no cluster.
+"""The replica -> runner hop, in its two halves, needing no cluster:
+
+- the client: aiohttp (what the replica uses) against httpx (what it used before), each
+  sending the same small JSON POST to one uvicorn on a unix socket serving a bare ASGI
+  app, one request at a time, rounds interleaved;
+- the app it reaches: the same aiohttp client against the bare ASGI app, fal's own
+  FastAPI app for the bench's Echo app (what a runner serves: `tenantserve_runner.app`),
+  and that app wrapped in the runner's request tagging (`logs.tag_requests`), each on its
+  own uvicorn, one after another.
 
     python bench/runner_hop.py [--requests 2000] [--rounds 3]
 """
@@ -10,11 +16,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing
-import os
+import socket as sock
 import statistics
+import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import httpx
 import uvicorn
@@ -22,7 +31,9 @@ import uvicorn
 from tenantserve.adapters.fal.supervisor import RUNNER_URL, runner_client
 
 BODY = b'{"text": "hello"}'
-HEADERS = {"content-type": "application/json"}
+HEADERS = {"content-type": "application/json", "x-fal-request-id": "bench"}
+ECHO = Path(__file__).parent / "apps" / "echo.py"
+APPS = ("bare ASGI app", "fal's app (Echo)", "fal's app + the runner's request tagging")
 
 
 async def answer(scope: dict, receive, send) -> None:
@@ -37,8 +48,58 @@ async def answer(scope: dict, receive, send) -> None:
     await send({"type": "http.response.body", "body": b'{"ok":true}'})
 
 
-def serve(socket: str) -> None:
-    uvicorn.run(answer, uds=socket, log_level="warning", access_log=False)
+def _app(kind: str):
+    if kind == APPS[0]:
+        return answer
+    sys.modules["IPython"] = None  # as the runner keeps it out
+    import fal.app
+
+    fal.app._print_python_packages = lambda: None  # its startup line, once per server here
+    from tenantserve_runner import logs
+    from tenantserve_runner.app import build, load_class
+
+    _, app = build(load_class(str(ECHO), ECHO.read_text(), "echo", "Echo"))
+    return logs.tag_requests(app) if kind == APPS[2] else app
+
+
+def serve(socket: str, kind: str = APPS[0]) -> None:
+    uvicorn.run(_app(kind), uds=socket, log_level="warning", access_log=False, lifespan="on")
+
+
+@contextmanager
+def serving(folder: str, kind: str) -> Iterator[str]:
+    """A uvicorn serving `kind` on a unix socket in `folder`, listening; gone afterwards."""
+    socket = str(Path(folder) / f"{APPS.index(kind)}.sock")
+    server = multiprocessing.Process(target=serve, args=(socket, kind), daemon=True)
+    server.start()
+    try:
+        while True:  # bound, then listening
+            try:
+                with sock.socket(sock.AF_UNIX) as probe:
+                    probe.connect(socket)
+                break
+            except OSError:
+                time.sleep(0.05)
+        yield socket
+    finally:
+        server.terminate()
+        server.join()
+        Path(socket).unlink(missing_ok=True)
+
+
+async def one_app(socket: str, requests: int) -> list[float]:
+    client, latencies = runner_client(Path(socket)), []
+    try:
+        for i in range(requests + 100):
+            started = time.perf_counter()
+            response = await client.request("POST", RUNNER_URL + "/", data=BODY, headers=HEADERS, allow_redirects=False)
+            await response.read()
+            response.release()
+            if i >= 100:
+                latencies.append(time.perf_counter() - started)
+    finally:
+        await client.close()
+    return latencies
 
 
 async def measure(socket: str, requests: int, rounds: int) -> dict[str, list[float]]:
@@ -73,26 +134,34 @@ async def measure(socket: str, requests: int, rounds: int) -> dict[str, list[flo
     return latencies
 
 
+def _row(name: str, values: list[float]) -> str:
+    return f"| {name} | {statistics.median(values) * 1e3:.3f} | {statistics.quantiles(values, n=100)[98] * 1e3:.3f} |"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
+    by_app: dict[str, list[float]] = {kind: [] for kind in APPS}
     with tempfile.TemporaryDirectory() as folder:
-        socket = str(Path(folder) / "app.sock")
-        server = multiprocessing.Process(target=serve, args=(socket,), daemon=True)
-        server.start()
-        while not os.path.exists(socket):
-            time.sleep(0.05)
-        try:
+        with serving(folder, APPS[0]) as socket:
             latencies = asyncio.run(measure(socket, args.requests, args.rounds))
-        finally:
-            server.terminate()
+        for _ in range(args.rounds):
+            for kind in APPS:
+                with serving(folder, kind) as socket:
+                    by_app[kind] += asyncio.run(one_app(socket, args.requests))
     p50 = {name: statistics.median(values) * 1e3 for name, values in latencies.items()}
     print("| client | p50 ms | p99 ms |\n|---|---|---|")
     for name, values in latencies.items():
-        print(f"| {name} | {p50[name]:.3f} | {statistics.quantiles(values, n=100)[98] * 1e3:.3f} |")
-    print(f"aiohttp / httpx p50: {p50['aiohttp (now)'] / p50['httpx (before)']:.2f}x")
+        print(_row(name, values))
+    print(f"aiohttp / httpx p50: {p50['aiohttp (now)'] / p50['httpx (before)']:.2f}x\n")
+    print("| app behind the socket (aiohttp) | p50 ms | p99 ms |\n|---|---|---|")
+    for kind, values in by_app.items():
+        print(_row(kind, values))
+    bare = statistics.median(by_app[APPS[0]])
+    print("; ".join(f"{kind}: {statistics.median(values) / bare:.2f}x the bare app" for kind, values in by_app.items()
+                    if kind != APPS[0]))
 
 
 if __name__ == "__main__":

@@ -174,7 +174,10 @@ class FalAppReplica:
         if self._uid is not None:  # after a spare is warm: until then it writes in its /tmp as root
             for folder in (mounts.scratch, mounts.sockets):
                 os.chown(folder, self._uid, self._uid)
-                folder.chmod(0o700)  # the node's other users see neither
+            # The node's other users cannot list either; bubblewrap (root, no capabilities)
+            # still enters /tmp before it switches users.
+            mounts.scratch.chmod(0o711)
+            mounts.sockets.chmod(0o700)
         if spare is not None:
             spare.claim(seen.app / "spec.json", env, self._uid, owner_data)
             logger.info("the app's runner: this worker's spare runner (fal's SDK imported), claimed")
