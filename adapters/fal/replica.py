@@ -153,8 +153,7 @@ class FalAppReplica:
         self._folder = spare.folder if spare is not None else spare_runner.ROOT / replica_id
         self._uid = sandbox.runner_uid(self._registry.user_number(bundle.owner))
         owner_data = Path(platform_config["model_cache"]) / "users" / bundle.owner
-        # Copies and chowns files.
-        mounts = await asyncio.to_thread(self._mounts, owner_data, python, gpus, spare)
+        mounts = await asyncio.to_thread(self._mounts, owner_data, python, gpus, spare)  # copies, chowns
         self._callers: dict[str, Optional[str]] = {}
         self._request_logs: dict[str, list[dict[str, Any]]] = {}
         store = FileStore(platform_config["files_root"], platform_config["files_ttl_s"])
@@ -199,7 +198,8 @@ class FalAppReplica:
         self._metrics.replica_ready(setup_s=time.perf_counter() - started)
         self._ready_at, self._health_misses = time.monotonic(), 0
 
-    def _mounts(self, owner_data: Path, python: str, gpus: list[int], spare: Optional[spare_runner.Spare]) -> sandbox.Mounts:
+    def _mounts(self, owner_data: Path, python: str, gpus: list[int],
+                spare: Optional[spare_runner.Spare]) -> sandbox.Mounts:
         """This replica's runner folders (a spare's slot, or new ones): its app files,
         scratch and sockets, and the owner's area of the node's model cache (shared by the
         owner's replicas)."""
@@ -216,7 +216,8 @@ class FalAppReplica:
         else:
             (app / "modules").mkdir()
         venv = Path(python).parent.parent
-        return sandbox.Mounts(app=app, scratch=scratch, data=owner_data, sockets=sockets, environment=venv if (venv / "pyvenv.cfg").exists() else None, gpus=gpus)
+        return sandbox.Mounts(app=app, scratch=scratch, data=owner_data, sockets=sockets,
+                              environment=venv if (venv / "pyvenv.cfg").exists() else None, gpus=gpus)
 
     def _runner_env(self, config: dict[str, Any], python: str, seen: sandbox.Mounts, replica_id: str) -> dict[str, str]:
         """The runner's whole environment: nothing of the replica's, its owner's secrets."""

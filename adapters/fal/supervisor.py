@@ -224,7 +224,7 @@ class Runner:
         except ProcessLookupError:
             pass
 
-    async def _read(self, process: "_Process") -> None:
+    async def _read(self, process: _Process) -> None:
         while True:
             try:
                 raw = await process.stdout.readline()
@@ -241,7 +241,7 @@ class Runner:
             self._tail = (self._tail + [message])[-OUTPUT_TAIL:]
             self._on_line(request, stream, message)
 
-    async def _watch(self, process: "_Process") -> None:
+    async def _watch(self, process: _Process) -> None:
         code = await process.wait()
         if self._stopping or process is not self._process:
             return
@@ -299,7 +299,7 @@ class Runner:
     async def kill(self) -> None:
         await self._kill(self._process)
 
-    async def _kill(self, process: Optional["_Process"]) -> None:
+    async def _kill(self, process: Optional[_Process]) -> None:
         """SIGKILL the runner itself (bubblewrap passes no signal on, and a PID namespace's
         first process is spared its parent-death signal), then bubblewrap."""
         if process is None or process.returncode is not None:
