@@ -103,7 +103,7 @@ def test_the_folders_of_a_killed_worker_are_swept_without_its_owners_files(tmp_p
     (owner_data / "weights.bin").write_bytes(b"w")
     gone = subprocess.Popen(["true"])
     gone.wait()
-    folder = spare_runner.ROOT / f"spare-{gone.pid}"
+    folder = spare_runner.worker_folder(gone.pid)
     (folder / "data").mkdir(parents=True)
     subprocess.run(["mount", "--bind", str(owner_data), str(folder / "data")], check=True)
 
@@ -119,7 +119,9 @@ def test_a_spare_that_ended_before_it_was_warm_is_given_up(tmp_path) -> None:
     os.kill(spare.pid, 9)
     started = time.monotonic()
     assert spare.until_warm(30) is False  # the replica starts a runner of its own instead
-    assert time.monotonic() - started < 30 and not spare.folder.exists()
+    assert time.monotonic() - started < 30 and spare.process.returncode is not None
+    assert spare.folder.exists()  # the replica's by now: its spec and sockets are there
+    spare_runner.remove_folder(spare.folder)
 
 
 def test_with_the_sandbox_off_a_spare_serves_its_app_too(tmp_path, monkeypatch) -> None:

@@ -150,7 +150,7 @@ class FalAppReplica:
         if spare is not None and (python != sys.executable or gpus):
             await asyncio.to_thread(spare.discard)  # its interpreter and devices are not this app's
             spare = None
-        self._folder = spare.folder if spare is not None else spare_runner.ROOT / replica_id
+        self._folder = spare_runner.worker_folder()  # the spare's, where it has one
         self._uid = sandbox.runner_uid(self._registry.user_number(bundle.owner))
         owner_data = Path(platform_config["model_cache"]) / "users" / bundle.owner
         mounts = await asyncio.to_thread(self._mounts, owner_data, python, gpus, spare)  # copies, chowns

@@ -86,10 +86,16 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def worker_folder(pid: Optional[int] = None) -> Path:
+    """The runner folder of the Ray worker `pid` (this one by default): its spare's, then
+    its replica's, whether the replica claimed the spare or started a runner of its own."""
+    return ROOT / f"worker-{os.getpid() if pid is None else pid}"
+
+
 def sweep() -> None:
-    """Remove the slots of workers that are gone without cleaning up (killed)."""
-    for folder in ROOT.glob("spare-*"):
-        pid = folder.name.removeprefix("spare-")
+    """Remove the runner folders of workers that are gone without cleaning up (killed)."""
+    for folder in ROOT.glob("worker-*"):
+        pid = folder.name.removeprefix("worker-")
         if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
             remove_folder(folder)
 
@@ -106,7 +112,8 @@ class Spare:
 
     def until_warm(self, timeout: float) -> bool:
         """Wait until fal is imported (until then the spare writes in its /tmp as root);
-        False, and the spare discarded, if it ended or hung instead."""
+        False, and the spare stopped, if it ended or hung instead: its folder is the
+        replica's by now, where the replica starts a runner of its own."""
         assert self.process.stdout is not None
         fd, seen, deadline = self.process.stdout.fileno(), b"", time.monotonic() + timeout
         # Raw reads: the spare writes nothing after this line until it is claimed, and the
@@ -117,7 +124,7 @@ class Spare:
             if not chunk:
                 logger.warning("the spare runner %s; starting one for the app",
                                "did not get ready in time" if not ready else "ended before it was ready")
-                self.discard()
+                self.stop()
                 return False
             seen += chunk
         if seen != WARM_LINE:
@@ -133,13 +140,18 @@ class Spare:
         self.process.stdin.write(json.dumps({"spec": str(spec), "env": dict(env), "uid": uid}).encode() + b"\n")
         self.process.stdin.flush()
 
-    def discard(self) -> None:
-        self.process.kill()
+    def stop(self) -> None:
+        """Kill the sandboxed runner itself (bubblewrap passes no signal on), then bubblewrap."""
         try:
             os.kill(self.pid, 9)
         except ProcessLookupError:
             pass
+        self.process.kill()
         self.process.wait()
+
+    def discard(self) -> None:
+        """Stop the spare and remove its folder: nobody uses either."""
+        self.stop()
         remove_folder(self.folder)
 
 
@@ -159,7 +171,7 @@ def start() -> None:
     if _spare is not None or not _eligible():
         return
     sweep()
-    folder = ROOT / f"spare-{os.getpid()}"
+    folder = worker_folder()
     remove_folder(folder)
     mounts = sandbox.Mounts(app=folder / "app", scratch=folder / "scratch", data=folder / "data",
                             sockets=folder / "sockets")
