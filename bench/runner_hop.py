@@ -4,8 +4,9 @@
   sending the same small JSON POST to one uvicorn on a unix socket serving a bare ASGI
   app, one request at a time, rounds interleaved;
 - the app it reaches: the same aiohttp client against the bare ASGI app, fal's own
-  FastAPI app for the bench's Echo app (what a runner serves: `tenantserve_runner.app`),
-  and that app wrapped in the runner's request tagging (`logs.tag_requests`), each on its
+  FastAPI app for the bench's Echo app as fal builds it, the same app as a runner serves
+  it (`tenantserve_runner.app.build`: fal's layers that do nothing in a runner left out),
+  and that wrapped in the runner's request tagging (`logs.tag_requests`), each on its
   own uvicorn, one after another.
 
     python bench/runner_hop.py [--requests 2000] [--rounds 3]
@@ -33,7 +34,8 @@ from tenantserve.adapters.fal.supervisor import RUNNER_URL, runner_client
 BODY = b'{"text": "hello"}'
 HEADERS = {"content-type": "application/json", "x-fal-request-id": "bench"}
 ECHO = Path(__file__).parent / "apps" / "echo.py"
-APPS = ("bare ASGI app", "fal's app (Echo)", "fal's app + the runner's request tagging")
+APPS = ("bare ASGI app", "fal's app (Echo), as fal builds it", "the runner's fal app (idle layers left out)",
+        "the runner's fal app + its request tagging")
 
 
 async def answer(scope: dict, receive, send) -> None:
@@ -55,11 +57,13 @@ def _app(kind: str):
     import fal.app
 
     fal.app._print_python_packages = lambda: None  # its startup line, once per server here
+    from tenantserve_runner import app as runner_app
     from tenantserve_runner import logs
-    from tenantserve_runner.app import build, load_class
 
-    _, app = build(load_class(str(ECHO), ECHO.read_text(), "echo", "Echo"))
-    return logs.tag_requests(app) if kind == APPS[2] else app
+    if kind == APPS[1]:
+        runner_app.IDLE_LAYERS = frozenset()
+    _, app = runner_app.build(runner_app.load_class(str(ECHO), ECHO.read_text(), "echo", "Echo"))
+    return logs.tag_requests(app) if kind == APPS[3] else app
 
 
 def serve(socket: str, kind: str = APPS[0]) -> None:

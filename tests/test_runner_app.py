@@ -1,0 +1,76 @@
+"""The ASGI app a runner serves: fal's own app for the App class, in this process (no
+cluster, no sandbox), called as the replica calls it."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+
+pytest.importorskip("fal")
+
+from tenantserve_runner.app import IDLE_LAYERS, _layer_name, build, load_class  # noqa: E402
+
+SOURCE = '''
+import fal
+from pydantic import BaseModel
+
+
+class Message(BaseModel):
+    text: str
+
+
+class Hinted(fal.App):
+    def setup(self):
+        self.prefix = "ready:"
+
+    def provide_hints(self):
+        return ["gpu-a", "gpu-b"]
+
+    @fal.endpoint("/")
+    def echo(self, request: Message) -> dict:
+        return {"text": self.prefix + request.text, "request_id": self.current_request.request_id}
+
+    @fal.endpoint("/fail")
+    def fail(self, request: Message) -> dict:
+        raise fal.exceptions.FieldException("text", "not this one")
+'''
+
+
+@pytest.fixture
+def served(monkeypatch):
+    import fal.ref
+
+    monkeypatch.setattr(fal.ref, "current_app", None)
+    _, asgi = build(load_class("/apps/hinted.py", SOURCE, "hinted", "Hinted"))
+
+    async def call(*requests):
+        async with asgi.router.lifespan_context(asgi):
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=asgi), base_url="http://runner") as client:
+                return [await client.request(method, path, **kwargs) for method, path, kwargs in requests]
+
+    return asgi, lambda *requests: asyncio.run(call(*requests))
+
+
+def test_fal_app_answers_with_its_request_context_hints_and_error_shapes(served):
+    _, call = served
+    ok, failed, preflight = call(
+        ("POST", "/", {"json": {"text": "hi"}, "headers": {"x-fal-request-id": "req-1"}}),
+        ("POST", "/fail", {"json": {"text": "hi"}}),
+        ("OPTIONS", "/", {"headers": {"origin": "https://example.com", "access-control-request-method": "POST"}}),
+    )
+    assert ok.status_code == 200
+    assert ok.json() == {"text": "ready:hi", "request_id": "req-1"}
+    assert ok.headers["x-fal-runner-hints"] == "gpu-a,gpu-b"
+    assert failed.status_code == 422
+    assert failed.json()["detail"][0]["loc"] == ["body", "text"]
+    assert preflight.status_code == 200
+    assert preflight.headers["access-control-allow-origin"] == "https://example.com"
+
+
+def test_layers_that_do_nothing_in_a_runner_are_left_out(served):
+    asgi, _ = served
+    layers = {_layer_name(layer) for layer in asgi.user_middleware}
+    assert not layers & IDLE_LAYERS
+    assert {"provide_hints_headers", "set_current_request_context", "CORSMiddleware"} <= layers
