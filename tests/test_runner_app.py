@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("fal")
 
-from tenantserve_runner.app import IDLE_LAYERS, _layer_name, build, load_class  # noqa: E402
+from tenantserve_runner.app import IDLE_LAYERS, _layer_name, build, load_class, warm_up  # noqa: E402
 
 SOURCE = '''
 import fal
@@ -74,3 +74,21 @@ def test_layers_that_do_nothing_in_a_runner_are_left_out(served):
     layers = {_layer_name(layer) for layer in asgi.user_middleware}
     assert not layers & IDLE_LAYERS
     assert {"provide_hints_headers", "set_current_request_context", "CORSMiddleware"} <= layers
+
+
+def test_a_spares_warm_up_leaves_nothing_for_the_app_that_claims_it(monkeypatch):
+    """A spare serves one request of its own before a claim; the claimed app then loads and
+    answers as in a fresh runner."""
+    import fal.ref
+
+    monkeypatch.setattr(fal.ref, "current_app", None)
+    warm_up()
+    assert fal.ref.current_app is None
+    _, asgi = build(load_class("/apps/hinted.py", SOURCE, "hinted", "Hinted"))
+
+    async def call():
+        async with asgi.router.lifespan_context(asgi):
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=asgi), base_url="http://runner") as client:
+                return await client.post("/", json={"text": "hi"})
+
+    assert asyncio.run(call()).json()["text"] == "ready:hi"

@@ -6,7 +6,7 @@ appearing means the app is ready; a setup() that raises ends the process with it
 traceback on stderr. SIGTERM runs teardown() and fal's exit hook.
 
 `python -m tenantserve_runner --spare` is a spare runner (`spare_runner.py`): it imports
-fal's SDK and the server, then waits for one claim line on stdin (the spec's path, the
+fal's SDK and the server, serves one request of its own through fal's app, then waits for one claim line on stdin (the spec's path, the
 app's environment, the OS user to become) before it loads any app code.
 """
 
@@ -112,9 +112,10 @@ def main() -> None:
     from fal.api.api import FalServer
 
     from . import files, logs
-    from .app import build, load_class
+    from .app import build, load_class, warm_up
 
     if sys.argv[1] == "--spare":
+        warm_up()
         sys.stdout.write("tenantserve-spare-warm\n")
         sys.stdout.flush()
         claim = _read_claim()

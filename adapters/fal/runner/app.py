@@ -49,3 +49,49 @@ def build(app_class: type) -> tuple[Any, Any]:
     asgi = app._build_app()
     asgi.user_middleware = [layer for layer in asgi.user_middleware if _layer_name(layer) not in IDLE_LAYERS]
     return app, asgi
+
+
+def warm_up() -> None:
+    """One request through fal's app for a trivial App of the runner's own, in this
+    process, with no app code loaded: what fal, Starlette and anyio import or compile on a
+    first request (tens of milliseconds) is done before a spare is claimed, not on the
+    first call to the app that claims it."""
+    import asyncio
+
+    import fal
+    import fal.app
+    import fal.ref
+
+    class _WarmUp(fal.App):
+        @fal.endpoint("/")
+        def answer(self, request: dict) -> dict:
+            return request
+
+    asgi = _WarmUp(_allow_init=True)._build_app()
+    asgi.user_middleware = [layer for layer in asgi.user_middleware if _layer_name(layer) not in IDLE_LAYERS]
+    body = b"{}"
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+        "path": "/", "raw_path": b"/", "query_string": b"", "root_path": "", "client": None, "server": None,
+        "headers": [(b"content-type", b"application/json"), (b"content-length", b"2")],
+    }
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    async def once() -> None:
+        async with asgi.router.lifespan_context(asgi):
+            await asgi(scope, receive, send)
+
+    print_packages, fal.app._print_python_packages = fal.app._print_python_packages, lambda: None
+    try:
+        asyncio.run(once())
+    finally:
+        fal.app._print_python_packages = print_packages
+        fal.ref.current_app = None
+    if not sent or sent[0].get("status") != 200:
+        raise RuntimeError(f"the runner's warm-up request was not answered: {sent[:1]}")
