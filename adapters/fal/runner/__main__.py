@@ -87,7 +87,7 @@ def _quiet(server_class: type) -> type:
 
     class QuietServer(server_class):  # type: ignore[misc, valid-type]
         async def main_loop(self) -> None:
-            self._wake = asyncio.Event()
+            self._wake, self._loop = asyncio.Event(), asyncio.get_running_loop()
             counter = 0
             while not await self.on_tick(counter):
                 counter = (counter + 10) % 864000  # a multiple of 10: the Date header, once a second
@@ -100,7 +100,7 @@ def _quiet(server_class: type) -> type:
             super().handle_exit(sig, frame)
             wake = getattr(self, "_wake", None)
             if wake is not None:
-                asyncio.get_event_loop().call_soon_threadsafe(wake.set)
+                self._loop.call_soon_threadsafe(wake.set)
 
     return QuietServer
 
@@ -147,7 +147,7 @@ def main() -> None:
         os.unlink(spec["socket"])
     except FileNotFoundError:
         pass
-    asyncio.run(server.serve())
+    server.run()  # on uvloop where it is installed, as uvicorn's own command runs
     if not server.started:
         sys.exit(3)
 
