@@ -5,12 +5,12 @@ from __future__ import annotations
 import functools
 import getpass
 import os
-from dataclasses import dataclass
 from typing import Any, Callable, Optional, TypeVar
 
 import click
 from rich.console import Console
 
+from tenantserve.platform.accounts import AccessError, Accounts, Principal, act_as, principal
 from tenantserve.platform.cluster import ClusterError, ClusterInfo, connect, state_dir
 from tenantserve.platform.logs import LogsError
 from tenantserve.platform.naming import InvalidNameError, check_name
@@ -74,44 +74,35 @@ def save_key(key: str) -> None:
     path.chmod(0o600)
 
 
-@dataclass(frozen=True)
-class Caller:
-    user: str
-    admin: bool
-
-
-def caller(registry: Registry) -> Caller:
+def caller(registry: Registry) -> Principal:
     """The user behind the configured key. On a platform with no users yet, the first
     caller becomes its admin, with a key saved in the state directory."""
     key = configured_key()
     if key is None and not registry.has_users():
         name = check_name("user", default_user())
         registry.create_user(name, admin=True)
-        save_key(registry.create_key(name, label="bootstrap"))
+        key = registry.create_key(name, label="bootstrap")
+        save_key(key)
         # On stderr: a command's own output (`status --json`, a new key) stays parseable.
         click.echo(f"Created admin user {name}; its API key is in {_credentials_file()}", err=True)
-        return Caller(name, True)
     if key is None:
         raise click.ClickException(
             "no API key: set TENANTSERVE_KEY (or FAL_KEY) to KEY_ID:KEY_SECRET, or run `platform login KEY`"
         )
-    user = registry.authenticate(key)
-    if user is None:
+    who = principal(registry, key)
+    if who is None:
         raise click.ClickException("the configured API key is unknown or revoked")
-    return Caller(user, bool(registry.user(user)))
+    return who
+
+
+def accounts(registry: Registry, box: Any = None) -> Accounts:
+    """The account actions as the configured key's user (authorized and audited)."""
+    return Accounts(registry, caller(registry), box)
 
 
 def acting_user(registry: Registry, requested: Optional[str]) -> str:
     """The user a command acts as: the caller, or with an admin key any existing user."""
-    me = caller(registry)
-    if requested is None or requested == me.user:
-        return me.user
-    check_name("user", requested)
-    if not me.admin:
-        raise click.ClickException(f"{me.user} cannot act as {requested}: that needs an admin key")
-    if registry.user(requested) is None:
-        raise click.ClickException(f"no user {requested!r}: create it with `platform users create {requested}`")
-    return requested
+    return act_as(registry, caller(registry), requested)
 
 
 def friendly_errors(command: F) -> F:
@@ -121,7 +112,7 @@ def friendly_errors(command: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
-        except (ClusterError, InvalidNameError, LogsError, RegistryError, ValueError) as error:
+        except (AccessError, ClusterError, InvalidNameError, LogsError, RegistryError, ValueError) as error:
             raise click.ClickException(str(error)) from None
 
     return wrapper  # type: ignore[return-value]

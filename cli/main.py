@@ -8,6 +8,7 @@ from typing import Optional
 import click
 
 from .apps import apps_group, logs
+from .audit import audit
 from .cluster import down, up
 from .deploy import deploy, run
 from .runners import runners_group
@@ -26,7 +27,7 @@ def cli(db: Optional[str]) -> None:
         os.environ["TENANTSERVE_DB"] = db
 
 
-for command in (up, down, status, deploy, run, apps_group, logs, users_group, keys_group, secrets_group, runners_group, login, whoami):
+for command in (up, down, status, deploy, run, apps_group, logs, users_group, keys_group, secrets_group, runners_group, login, whoami, audit):
     cli.add_command(command)
 
 if __name__ == "__main__":

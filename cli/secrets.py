@@ -9,10 +9,9 @@ from rich.table import Table
 
 from tenantserve.platform.cluster import state_dir
 from tenantserve.platform.registry import Registry
-from tenantserve.platform.naming import check_secret_name
 from tenantserve.platform.secrets import SecretBox, key_file, load_key
 
-from .common import acting_user, console, friendly_errors, user_option
+from .common import accounts, console, friendly_errors, user_option
 
 
 @click.group("secrets")
@@ -26,14 +25,15 @@ def secrets_group() -> None:
 @friendly_errors
 def set_secret(assignments: tuple[str, ...], user: Optional[str]) -> None:
     """Set secrets, each as NAME=VALUE."""
-    registry = Registry()
-    owner = acting_user(registry, user)
-    box = SecretBox(load_key(key_file(state_dir()), create=True))
+    values = {}
     for assignment in assignments:
         name, sep, value = assignment.partition("=")
         if not sep:
             raise click.BadParameter(f"{assignment!r} is not NAME=VALUE", param_hint="NAME=VALUE")
-        registry.set_secret(owner, check_secret_name(name), box.seal(value))
+        values[name] = value
+    box = SecretBox(load_key(key_file(state_dir()), create=True))
+    owner = accounts(Registry(), box).set_secrets(values, user)
+    for name in values:
         console.print(f"Set {name} for {owner}")
 
 
@@ -42,9 +42,8 @@ def set_secret(assignments: tuple[str, ...], user: Optional[str]) -> None:
 @friendly_errors
 def list_secrets(user: Optional[str]) -> None:
     """List secret names (never values)."""
-    registry = Registry()
     table = Table("name", "updated")
-    for name, (_, updated) in registry.secrets(acting_user(registry, user)).items():
+    for name, updated in accounts(Registry()).list_secrets(user).items():
         table.add_row(name, f"{updated:%Y-%m-%d %H:%M:%S}")
     console.print(table)
 
@@ -55,8 +54,5 @@ def list_secrets(user: Optional[str]) -> None:
 @friendly_errors
 def unset_secret(name: str, user: Optional[str]) -> None:
     """Remove a secret."""
-    registry = Registry()
-    owner = acting_user(registry, user)
-    if not registry.unset_secret(owner, name):
-        raise click.ClickException(f"{owner} has no secret {name!r}")
+    owner = accounts(Registry()).unset_secret(name, user)
     console.print(f"Unset {name} for {owner}")

@@ -7,21 +7,15 @@ from typing import Optional
 import click
 from rich.table import Table
 
-from tenantserve.platform.naming import check_name
+from tenantserve.platform.accounts import require_admin
 from tenantserve.platform.registry import Quota, Registry
 
-from .common import acting_user, address_option, caller, connect_cluster, console, friendly_errors, save_key, user_option
+from .common import accounts, address_option, caller, connect_cluster, console, friendly_errors, save_key, user_option
 
 
 @click.group("users")
 def users_group() -> None:
     """Create and list users (admin only)."""
-
-
-def _require_admin(registry: Registry) -> None:
-    me = caller(registry)
-    if not me.admin:
-        raise click.ClickException(f"{me.user} is not an admin")
 
 
 @users_group.command("create")
@@ -30,10 +24,7 @@ def _require_admin(registry: Registry) -> None:
 @friendly_errors
 def create_user(name: str, admin: bool) -> None:
     """Create a user and print its first API key (shown once)."""
-    registry = Registry()
-    _require_admin(registry)
-    registry.create_user(check_name("user", name), admin=admin)
-    key = registry.create_key(name, label="first key")
+    key = accounts(Registry()).create_user(name, admin=admin)
     console.print(f"Created user {name}{' (admin)' if admin else ''}. API key, shown once:")
     console.print(key)
 
@@ -42,10 +33,8 @@ def create_user(name: str, admin: bool) -> None:
 @friendly_errors
 def list_users() -> None:
     """List users."""
-    registry = Registry()
-    _require_admin(registry)
     table = Table("user", "admin")
-    for name, admin in registry.list_users():
+    for name, admin in accounts(Registry()).list_users():
         table.add_row(name, "yes" if admin else "")
     console.print(table)
 
@@ -59,7 +48,7 @@ def clean_names(dry_run: bool, address: Optional[str]) -> None:
     from tenantserve.platform.apps import clean_invalid_names
 
     registry = Registry()
-    _require_admin(registry)
+    require_admin(caller(registry))
     connect_cluster(address)
     found = clean_invalid_names(registry, dry_run=dry_run)
     verb = "would remove" if dry_run else "removed"
@@ -82,9 +71,8 @@ def clean_names(dry_run: bool, address: Optional[str]) -> None:
 @friendly_errors
 def set_quota(name: str, apps: Optional[int], replicas: Optional[int], gpus: Optional[int], clear: bool) -> None:
     """Show or set a user's quota (limits not given stay as they are)."""
-    registry = Registry()
-    _require_admin(registry)
-    quota = registry.quota(name)
+    mine = accounts(Registry())
+    quota = mine.quota(name)
     if clear:
         quota = Quota()
     quota = Quota(
@@ -93,7 +81,7 @@ def set_quota(name: str, apps: Optional[int], replicas: Optional[int], gpus: Opt
         max_gpus=quota.max_gpus if gpus is None else gpus,
     )
     if clear or apps is not None or replicas is not None or gpus is not None:
-        registry.set_quota(name, quota)
+        mine.set_quota(name, quota)
     limits = {"apps": quota.max_apps, "replicas": quota.max_replicas, "gpus": quota.max_gpus}
     console.print(f"{name}: " + ", ".join(f"{k} {'unlimited' if v is None else v}" for k, v in limits.items()))
 
@@ -109,9 +97,9 @@ def keys_group() -> None:
 @friendly_errors
 def create_key(label: str, user: Optional[str]) -> None:
     """Create an API key; the secret is shown once and stored only as a hash."""
-    registry = Registry()
-    owner = acting_user(registry, user)
-    key = registry.create_key(owner, label=label)
+    mine = accounts(Registry())
+    key = mine.create_key(user, label=label)
+    owner = user or mine.who.user
     console.print(f"API key for {owner}, shown once (send it as 'Authorization: Key <key>'):")
     console.print(key)
 
@@ -121,10 +109,8 @@ def create_key(label: str, user: Optional[str]) -> None:
 @friendly_errors
 def list_keys(user: Optional[str]) -> None:
     """List API keys (ids and labels, never secrets)."""
-    registry = Registry()
-    owner = acting_user(registry, user)
     table = Table("key id", "label", "created", "state")
-    for key in registry.list_keys(owner):
+    for key in accounts(Registry()).list_keys(user):
         state = f"revoked {key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "active"
         table.add_row(key.key_id, key.label, f"{key.created_at:%Y-%m-%d %H:%M}", state)
     console.print(table)
@@ -136,8 +122,7 @@ def list_keys(user: Optional[str]) -> None:
 @friendly_errors
 def revoke_key(key_id: str, user: Optional[str]) -> None:
     """Revoke an API key; apps refuse it within seconds."""
-    registry = Registry()
-    registry.revoke_key(acting_user(registry, user), key_id)
+    accounts(Registry()).revoke_key(key_id, user)
     console.print(f"Revoked {key_id}")
 
 

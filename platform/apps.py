@@ -29,6 +29,7 @@ from tenantserve.adapters.fal.replica import SETUP_FAILED
 from . import environments
 from .cluster import serve_http_url, state_dir, tls_verify
 from .coldstart import APP_NAME as SPARES_APP, spares_per_node, spares_target
+from .control_server import APP_NAME as CONTROL_APP, control_target
 from .file_server import APP_NAME as FILES_APP, file_server_target
 from .queue_server import APP_NAME as QUEUE_APP, RESULTS_TTL_S, queue_server_target
 from .files import FileStore
@@ -41,7 +42,7 @@ from .secrets import key_file
 Progress = Callable[[str], None]
 SERVICE_MODULES = (
     "coldstart.py", "serve_patches.py", "proxy_gate.py", "file_server.py", "files.py", "queue_server.py", "queue.py",
-    "auth.py", "bodies.py", "busy.py", "naming.py", "registry.py",
+    "auth.py", "bodies.py", "busy.py", "naming.py", "registry.py", "control_server.py", "accounts.py", "secrets.py",
 )
 
 
@@ -157,12 +158,13 @@ def _target(
 
 
 def _services(config: dict[str, Any]) -> list[RunTarget]:
-    """The platform's own Serve apps, `/files`, `/queue` and the spare-worker keeper, pinned
+    """The platform's own Serve apps, `/files`, `/queue`, `/api` and the spare-worker keeper, pinned
     to a version of their config and code: applying them again changes nothing until one
     of those changes."""
     code = b"".join((Path(__file__).parent / name).read_bytes() for name in SERVICE_MODULES)
     version = hashlib.sha256(json.dumps(config, sort_keys=True).encode() + code).hexdigest()[:16]
-    return [file_server_target(config, version), queue_server_target(config, version), spares_target(config, version)]
+    return [file_server_target(config, version), queue_server_target(config, version), control_target(config, version),
+            spares_target(config, version)]
 
 
 def _apply(config: dict[str, Any], *targets: RunTarget) -> None:
@@ -276,8 +278,8 @@ def _restore(name: str, previous: Optional[AppBundle], registry_url: str, progre
 
 
 def restore_all(registry: Registry, progress: Progress = lambda line: None) -> list[str]:
-    """Deploy every registered app at its current revision, as after a cluster restart.
-    Returns one line per app that did not come back."""
+    """Deploy the platform's services and every registered app at its current revision, as
+    after a cluster restart. Returns one line per app that did not come back."""
     failures, targets, bundles = [], [], []
     nodes, config = node_shapes(), _platform_config(registry.url)
     for bundle in registry.list():
@@ -288,7 +290,7 @@ def restore_all(registry: Registry, progress: Progress = lambda line: None) -> l
             failures.append(f"{bundle.owner}/{bundle.app_name}: {error}")
     if targets:
         progress(f"deploying {len(targets)} registered app(s) again")
-        _apply(config, *targets)
+    _apply(config, *targets)  # the platform's own services too, `/api` among them
     for bundle in bundles:
         try:
             _wait_running(serve_app_name(bundle.owner, bundle.app_name), bundle.options.startup_timeout, lambda _: None)
@@ -366,7 +368,7 @@ def list_apps(http_url: str, registry: Registry, owner: Optional[str] = None) ->
     ]
 
 
-PLATFORM_APPS = frozenset({FILES_APP, QUEUE_APP, SPARES_APP})
+PLATFORM_APPS = frozenset({CONTROL_APP, FILES_APP, QUEUE_APP, SPARES_APP})
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ NAME_RULE = "1-63 lowercase letters, digits and '-', starting and ending with a 
 SECRET_RULE = "1-128 letters, digits and '_', not starting with a digit (an environment variable's name)"
 
 # First path segments the platform serves itself (`/files/...`, `/queue/...`), so no user may take them.
-RESERVED_USERS = frozenset({"files", "queue"})
+RESERVED_USERS = frozenset({"api", "files", "queue"})
 
 
 class InvalidNameError(ValueError):

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import os
 import secrets
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from sqlalchemy import (
     Boolean, Column, DateTime, Integer, MetaData, String, Table, Text, create_engine, delete, event, select,
@@ -80,6 +81,17 @@ revisions = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
 
+audit = Table(
+    "audit", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", DateTime(timezone=True), nullable=False, index=True),
+    Column("actor", String(63), nullable=False),
+    Column("key_id", String(64)),
+    Column("action", String(63), nullable=False),
+    Column("target", String(200), nullable=False),
+    Column("detail", Text, nullable=False),
+)
+
 # An app joined with the bundle of its current revision.
 _current = apps.join(
     revisions,
@@ -105,6 +117,11 @@ def hash_secret(secret: str) -> str:
 
 def _now() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def _aware(moment: datetime) -> datetime:
+    """SQLite gives back naive datetimes; every stored one is UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
 def make_engine(url: str) -> Engine:
@@ -148,6 +165,19 @@ class ApiKey:
     label: str
     created_at: datetime
     revoked_at: Optional[datetime]
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One control-plane action: `actor` did `action` on `target` (`user/app`, `user`, a
+    key id...) with key `key_id` (None: the operator's direct access, or the bootstrap)."""
+
+    actor: str
+    action: str
+    target: str
+    key_id: Optional[str] = None
+    detail: dict[str, Any] = field(default_factory=dict)
+    at: Optional[datetime] = None
 
 
 class Registry:
@@ -218,6 +248,31 @@ class Registry:
             )
         if result.rowcount == 0:
             raise RegistryError(f"{owner} has no active key {key_id}")
+
+    def record(self, entry: AuditEntry) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(audit.insert().values(
+                at=entry.at or _now(), actor=entry.actor, key_id=entry.key_id, action=entry.action,
+                target=entry.target[:200], detail=json.dumps(entry.detail, sort_keys=True),
+            ))
+
+    def audit_log(self, *, since: Optional[datetime] = None, actor: Optional[str] = None,
+                  limit: int = 100) -> list[AuditEntry]:
+        """The newest `limit` entries (since `since`, by `actor`), oldest first."""
+        query = select(audit).order_by(audit.c.id.desc()).limit(limit)
+        if since is not None:
+            query = query.where(audit.c.at >= since)
+        if actor is not None:
+            query = query.where(audit.c.actor == actor)
+        with self.engine.connect() as conn:
+            rows = list(conn.execute(query))
+        return [AuditEntry(r.actor, r.action, r.target, r.key_id, json.loads(r.detail), _aware(r.at))
+                for r in reversed(rows)]
+
+    def prune_audit(self, before: datetime) -> int:
+        """Forget entries older than `before`; returns how many."""
+        with self.engine.begin() as conn:
+            return conn.execute(delete(audit).where(audit.c.at < before)).rowcount
 
     def authenticate(self, key: str) -> Optional[str]:
         """The user a `key_id:secret` belongs to, or None for a malformed, unknown or revoked key."""

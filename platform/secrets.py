@@ -32,8 +32,13 @@ def load_key(path: Optional[Path], create: bool = False) -> bytes:
         raise SecretsError(f"cannot read secrets: no TENANTSERVE_SECRET_KEY and no key file {path}")
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(Fernet.generate_key())
-        path.chmod(0o600)
+        try:  # the CLI and the control plane may both be first
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass
+        else:
+            with os.fdopen(fd, "wb") as file:
+                file.write(Fernet.generate_key())
     return path.read_bytes().strip()
 
 

@@ -1,0 +1,51 @@
+"""`platform audit`: the control plane's record of who did what (admins)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+from typing import Optional
+
+import click
+from rich.table import Table
+
+from tenantserve.platform.registry import Registry
+
+from .common import accounts, console, friendly_errors
+
+UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _since(value: Optional[str]) -> Optional[datetime]:
+    """`30m`, `2h`, `7d` ago, or an ISO 8601 time (UTC unless it says otherwise)."""
+    if not value:
+        return None
+    if value[-1:] in UNITS and value[:-1].isdigit():
+        return datetime.now(timezone.utc) - timedelta(seconds=int(value[:-1]) * UNITS[value[-1]])
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is neither an age (30m, 2h, 7d) nor an ISO 8601 time",
+                                 param_hint="--since") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+@click.command()
+@click.option("--since", default=None, help="Only entries this recent: an age (30m, 2h, 7d) or an ISO 8601 time.")
+@click.option("--actor", default=None, help="Only what this user did.")
+@click.option("--limit", type=click.IntRange(1, 10000), default=100, show_default=True, help="The newest N entries.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@friendly_errors
+def audit(since: Optional[str], actor: Optional[str], limit: int, as_json: bool) -> None:
+    """Show the audit log: every control-plane action, who took it, with which key (admins only)."""
+    entries = accounts(Registry()).audit(_since(since), actor, limit)
+    if as_json:
+        for e in entries:
+            click.echo(json.dumps({"at": e.at.isoformat() if e.at else None, "actor": e.actor, "key_id": e.key_id,
+                                   "action": e.action, "target": e.target, "detail": e.detail}))
+        return
+    table = Table("at (UTC)", "actor", "key", "action", "target", "detail")
+    for e in entries:
+        detail = ", ".join(f"{k}={v}" for k, v in e.detail.items())
+        table.add_row(f"{e.at:%Y-%m-%d %H:%M:%S}" if e.at else "", e.actor, (e.key_id or "-")[:8], e.action, e.target, detail)
+    console.print(table)
