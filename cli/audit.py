@@ -9,9 +9,8 @@ from typing import Optional
 import click
 from rich.table import Table
 
-from tenantserve.platform.registry import Registry
-
-from .common import accounts, console, friendly_errors
+from .client import ControlPlane
+from .common import console
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -35,17 +34,17 @@ def _since(value: Optional[str]) -> Optional[datetime]:
 @click.option("--actor", default=None, help="Only what this user did.")
 @click.option("--limit", type=click.IntRange(1, 10000), default=100, show_default=True, help="The newest N entries.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
-@friendly_errors
 def audit(since: Optional[str], actor: Optional[str], limit: int, as_json: bool) -> None:
     """Show the audit log: every control-plane action, who took it, with which key (admins only)."""
-    entries = accounts(Registry()).audit(_since(since), actor, limit)
+    moment = _since(since)
+    query = {"limit": limit, **({"actor": actor} if actor else {}), **({"since": moment.isoformat()} if moment else {})}
+    entries = ControlPlane().call("GET", "/audit", params=query)
     if as_json:
-        for e in entries:
-            click.echo(json.dumps({"at": e.at.isoformat() if e.at else None, "actor": e.actor, "key_id": e.key_id,
-                                   "action": e.action, "target": e.target, "detail": e.detail}))
+        for entry in entries:
+            click.echo(json.dumps(entry))
         return
     table = Table("at (UTC)", "actor", "key", "action", "target", "detail")
     for e in entries:
-        detail = ", ".join(f"{k}={v}" for k, v in e.detail.items())
-        table.add_row(f"{e.at:%Y-%m-%d %H:%M:%S}" if e.at else "", e.actor, (e.key_id or "-")[:8], e.action, e.target, detail)
+        detail = ", ".join(f"{k}={v}" for k, v in e["detail"].items())
+        table.add_row(e["at"][:19].replace("T", " "), e["actor"], (e["key_id"] or "-")[:8], e["action"], e["target"], detail)
     console.print(table)

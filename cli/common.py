@@ -10,7 +10,7 @@ from typing import Any, Callable, Optional, TypeVar
 import click
 from rich.console import Console
 
-from tenantserve.platform.accounts import AccessError, Accounts, Principal, act_as, principal
+from tenantserve.platform.accounts import AccessError, Principal, act_as, principal
 from tenantserve.platform.cluster import ClusterError, ClusterInfo, connect, state_dir
 from tenantserve.platform.logs import LogsError
 from tenantserve.platform.naming import InvalidNameError, check_name
@@ -93,11 +93,6 @@ def caller(registry: Registry) -> Principal:
     if who is None:
         raise click.ClickException("the configured API key is unknown or revoked")
     return who
-
-
-def accounts(registry: Registry, box: Any = None) -> Accounts:
-    """The account actions as the configured key's user (authorized and audited)."""
-    return Accounts(registry, caller(registry), box)
 
 
 def acting_user(registry: Registry, requested: Optional[str]) -> str:

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from typing import Optional
+from urllib.parse import quote
 
 import click
 from rich.table import Table
 
-from tenantserve.platform.cluster import state_dir
-from tenantserve.platform.registry import Registry
-from tenantserve.platform.secrets import SecretBox, key_file, load_key
+from .client import ControlPlane
+from .common import console, user_option
 
-from .common import accounts, console, friendly_errors, user_option
+
+def _for(user: Optional[str]) -> dict[str, str]:
+    return {"user": user} if user else {}
 
 
 @click.group("secrets")
@@ -22,7 +24,6 @@ def secrets_group() -> None:
 @secrets_group.command("set")
 @click.argument("assignments", nargs=-1, required=True, metavar="NAME=VALUE...")
 @user_option
-@friendly_errors
 def set_secret(assignments: tuple[str, ...], user: Optional[str]) -> None:
     """Set secrets, each as NAME=VALUE."""
     values = {}
@@ -31,28 +32,28 @@ def set_secret(assignments: tuple[str, ...], user: Optional[str]) -> None:
         if not sep:
             raise click.BadParameter(f"{assignment!r} is not NAME=VALUE", param_hint="NAME=VALUE")
         values[name] = value
-    box = SecretBox(load_key(key_file(state_dir()), create=True))
-    owner = accounts(Registry(), box).set_secrets(values, user)
+    api = ControlPlane()
+    api.call("PUT", "/secrets", params=_for(user), json={"values": values})
+    owner = user or api.call("GET", "/me")["user"]
     for name in values:
         console.print(f"Set {name} for {owner}")
 
 
 @secrets_group.command("list")
 @user_option
-@friendly_errors
 def list_secrets(user: Optional[str]) -> None:
     """List secret names (never values)."""
     table = Table("name", "updated")
-    for name, updated in accounts(Registry()).list_secrets(user).items():
-        table.add_row(name, f"{updated:%Y-%m-%d %H:%M:%S}")
+    for secret in ControlPlane().call("GET", "/secrets", params=_for(user)):
+        table.add_row(secret["name"], secret["updated_at"][:19].replace("T", " "))
     console.print(table)
 
 
 @secrets_group.command("unset")
 @click.argument("name")
 @user_option
-@friendly_errors
 def unset_secret(name: str, user: Optional[str]) -> None:
     """Remove a secret."""
-    owner = accounts(Registry()).unset_secret(name, user)
-    console.print(f"Unset {name} for {owner}")
+    api = ControlPlane()
+    api.call("DELETE", f"/secrets/{quote(name, safe='')}", params=_for(user))
+    console.print(f"Unset {name} for {user or api.call('GET', '/me')['user']}")

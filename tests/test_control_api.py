@@ -3,6 +3,11 @@ call authorized on the server, every change in the audit log."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import httpx
 
 from conftest import wait_until
@@ -50,7 +55,7 @@ def test_a_key_is_all_a_caller_needs_and_all_it_gets(http: httpx.Client, keys: d
     assert http.get("/api/v1/me", headers=_as(laptop)).status_code == 401
 
 
-def test_an_admin_manages_users_and_reads_the_audit_log(http: httpx.Client, keys: dict[str, str]) -> None:
+def test_an_admin_manages_users_and_reads_the_audit_log(http: httpx.Client, keys: dict[str, str], cli) -> None:
     admin = _as(_admin_key())
     wait_until(lambda: http.get("/api/v1/me", headers=admin).status_code == 200 or None,
                "the control plane to answer", timeout=60)
@@ -70,3 +75,35 @@ def test_an_admin_manages_users_and_reads_the_audit_log(http: httpx.Client, keys
         ("secret.set", "viktor", made.json()["key"].partition(":")[0])]
     mine = [(e["action"], e["target"]) for e in http.get("/api/v1/audit", headers=admin).json()]
     assert ("user.create", "viktor") in mine and ("user.quota", "viktor") in mine
+    shown = cli("audit", "--actor", "viktor", "--since", "1h")
+    assert shown.exit_code == 0 and "secret.set" in shown.output
+    assert cli("audit", "--since", "yesterday").exit_code == 2
+
+
+def test_the_cli_needs_only_the_platforms_url_and_a_key(base_url: str, keys: dict[str, str], tmp_path) -> None:
+    """A second user's shell, on a laptop: no state directory, no database URL, no Ray address."""
+    exe = str(Path(sys.executable).parent / "platform")
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "TENANTSERVE_URL": base_url, "TENANTSERVE_KEY": keys["rita"]}
+
+    def platform(*args: str, ok: bool = True) -> str:
+        result = subprocess.run([exe, *args], capture_output=True, text=True, env=env, timeout=120)
+        assert (result.returncode == 0) == ok, result.stdout + result.stderr
+        return result.stdout + result.stderr
+
+    assert platform("whoami").strip() == "rita"
+    new_key = platform("keys", "create", "--label", "laptop").strip().splitlines()[-1]
+    assert "laptop" in platform("keys", "list")
+    platform("secrets", "set", "RITA_TOKEN=abc")
+    assert "RITA_TOKEN" in platform("secrets", "list") and "abc" not in platform("secrets", "list")
+    platform("secrets", "unset", "RITA_TOKEN")
+    assert "rita cannot act as alice" in platform("secrets", "list", "--user", "alice", ok=False)
+    assert "rita is not an admin" in platform("audit", ok=False)
+    assert "rita is not an admin" in platform("users", "list", ok=False)
+    platform("keys", "revoke", new_key.partition(":")[0])
+
+    del env["TENANTSERVE_KEY"]
+    assert "no API key" in platform("whoami", ok=False)
+    assert "unknown or revoked" in platform("login", new_key, ok=False)
+    assert "Logged in as rita" in platform("login", keys["rita"])
+    assert platform("whoami").strip() == "rita"  # the saved credentials, in this HOME
+    assert not (tmp_path / ".tenantserve" / "registry.db").exists()

@@ -87,7 +87,8 @@ def test_platform_on_postgresql(postgres_url, cluster, base_url, tmp_path) -> No
         assert result.returncode == 0, result.stdout + result.stderr
         return result.stdout
 
-    key = platform("users", "create", "pguser").strip().splitlines()[-1]
+    admin_key.create_user("pguser")  # the operator's direct access: the control plane's API uses the platform's registry
+    key = admin_key.create_key("pguser")
     platform("deploy", f"{APPS}/versioned.py::Versioned", "--user", "pguser", "--app-name", "on-postgres")
     assert httpx.post(f"{base_url}/pguser/on-postgres/").status_code == 401
     answer = httpx.post(f"{base_url}/pguser/on-postgres/", headers={"Authorization": f"Key {key}"})

@@ -1,0 +1,79 @@
+"""The CLI's client of the control-plane API (`/api`): the platform's URL and a key are
+all it needs, from the platform's own machine or from a laptop."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Optional
+
+import click
+import httpx
+
+from tenantserve.platform.cluster import recorded, tls_verify
+from tenantserve.platform.apps import untrusted_certificate
+
+from .common import configured_key
+
+URL_VAR = "TENANTSERVE_URL"
+
+
+def platform_url() -> str:
+    """$TENANTSERVE_URL, else the URL of the platform `platform up` started here."""
+    url = os.environ.get(URL_VAR)
+    if url:
+        return url.rstrip("/")
+    current = recorded()
+    if current is None:
+        raise click.ClickException(f"no platform to talk to: set {URL_VAR} to its URL, or start one with `platform up`")
+    return current.http_url.rstrip("/")
+
+
+def _bootstrap(url: str) -> Optional[str]:
+    """On the machine whose `platform up` started the platform, with no user yet: its first
+    caller becomes the admin (the operator's direct access, as `platform deploy` does)."""
+    current = recorded()
+    if current is None or os.environ.get(URL_VAR) or current.http_url.rstrip("/") != url:
+        return None
+    from tenantserve.platform.registry import Registry
+
+    from .common import caller
+
+    registry = Registry()
+    if registry.has_users():
+        return None
+    caller(registry)
+    return configured_key()
+
+
+class ControlPlane:
+    """Calls to `/api/v1/...`; an answer the API refuses becomes the CLI's one-line error."""
+
+    def __init__(self, url: Optional[str] = None, key: Optional[str] = None) -> None:
+        self.url = url or platform_url()
+        self.key = key or configured_key() or _bootstrap(self.url)
+        if self.key is None:
+            raise click.ClickException(
+                "no API key: set TENANTSERVE_KEY (or FAL_KEY) to KEY_ID:KEY_SECRET, or run `platform login KEY`")
+        self._http = httpx.Client(base_url=f"{self.url}/api/v1", timeout=60, verify=tls_verify(self.url),
+                                  headers={"Authorization": f"Key {self.key}"})
+
+    def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.ConnectError as error:
+            if "CERTIFICATE_VERIFY_FAILED" in str(error) or "certificate verify failed" in str(error):
+                raise click.ClickException(untrusted_certificate(self.url, error)) from None
+            raise click.ClickException(f"the platform at {self.url} did not answer: {error}") from None
+        except httpx.HTTPError as error:
+            raise click.ClickException(f"the platform at {self.url} did not answer: {error}") from None
+        if response.status_code == 401:
+            raise click.ClickException("the configured API key is unknown or revoked")
+        if response.status_code >= 400:
+            try:
+                detail = response.json()["detail"]
+            except (ValueError, KeyError, TypeError):
+                detail = response.text.strip() or response.reason_phrase
+            if isinstance(detail, list):  # a request the API's schema refused
+                detail = "; ".join(str(item.get("msg", item)) for item in detail)
+            raise click.ClickException(str(detail))
+        return response.json() if response.content else None
