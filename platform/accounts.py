@@ -20,9 +20,9 @@ AUDIT_DAYS_VAR = "TENANTSERVE_AUDIT_DAYS"
 AUDIT_DAYS = 90.0
 
 
-def audit_retention() -> timedelta:
-    """How long the audit log keeps an entry (`TENANTSERVE_AUDIT_DAYS`, default 90)."""
-    return timedelta(days=float(os.environ.get(AUDIT_DAYS_VAR) or AUDIT_DAYS))
+def audit_days() -> float:
+    """How many days the audit log keeps an entry (`TENANTSERVE_AUDIT_DAYS`, default 90)."""
+    return float(os.environ.get(AUDIT_DAYS_VAR) or AUDIT_DAYS)
 
 
 class AccessError(Exception):
@@ -159,6 +159,6 @@ class Accounts:
         return self.registry.audit_log(since=since, actor=actor, limit=limit)
 
 
-def prune_audit(registry: Registry) -> int:
-    """Forget audit entries older than the retention; returns how many."""
-    return registry.prune_audit(datetime.now(timezone.utc) - audit_retention())
+def prune_audit(registry: Registry, days: float) -> int:
+    """Forget audit entries older than `days`; returns how many."""
+    return registry.prune_audit(datetime.now(timezone.utc) - timedelta(days=days))

@@ -29,6 +29,7 @@ from tenantserve.adapters.fal.replica import SETUP_FAILED
 from . import environments
 from .cluster import serve_http_url, state_dir, tls_verify
 from .coldstart import APP_NAME as SPARES_APP, spares_per_node, spares_target
+from .accounts import audit_days
 from .control_server import APP_NAME as CONTROL_APP, control_target
 from .file_server import APP_NAME as FILES_APP, file_server_target
 from .queue_server import APP_NAME as QUEUE_APP, RESULTS_TTL_S, queue_server_target
@@ -126,7 +127,8 @@ def _explain(deployment_messages: list[str], app_message: str) -> str:
 def _platform_config(registry_url: str) -> dict[str, Any]:
     """What replicas need from the platform: the registry (API keys, secrets), the secrets'
     key, the file store and the URL files are served at, the node's model cache, how long
-    the queue keeps results, and how many spare workers each node keeps."""
+    the queue keeps results, how many spare workers each node keeps, and how long the audit
+    log keeps an entry."""
     store = FileStore.configured(state_dir())
     return {
         "registry_url": registry_url,
@@ -138,6 +140,7 @@ def _platform_config(registry_url: str) -> dict[str, Any]:
         "results_ttl_s": float(os.environ.get("TENANTSERVE_RESULTS_TTL", RESULTS_TTL_S)),
         "spare_workers": spares_per_node(),
         "download_hosts": os.environ.get("TENANTSERVE_DOWNLOAD_HOSTS", ""),
+        "audit_days": audit_days(),
     }
 
 

@@ -115,12 +115,13 @@ class ControlPlane:
     async def __init__(self, config: dict[str, Any]) -> None:
         self.registry = Registry(config["registry_url"], migrate_schema=False)
         self.box = SecretBox(load_key(Path(config["secret_key_file"]), create=True))
+        self.audit_days = float(config["audit_days"])
         self._pruner = asyncio.get_running_loop().create_task(self._prune_forever())
 
     async def _prune_forever(self) -> None:
         while True:
             try:
-                await asyncio.to_thread(prune_audit, self.registry)
+                await asyncio.to_thread(prune_audit, self.registry, self.audit_days)
             except Exception:
                 logger.exception("control plane: pruning the audit log failed")
             await asyncio.sleep(PRUNE_EVERY_S)
