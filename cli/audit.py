@@ -9,7 +9,7 @@ from typing import Optional
 import click
 from rich.table import Table
 
-from .client import ControlPlane
+from .client import ControlPlaneClient
 from .common import console
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -38,7 +38,7 @@ def audit(since: Optional[str], actor: Optional[str], limit: int, as_json: bool)
     """Show the audit log: every control-plane action, who took it, with which key (admins only)."""
     moment = _since(since)
     query = {"limit": limit, **({"actor": actor} if actor else {}), **({"since": moment.isoformat()} if moment else {})}
-    entries = ControlPlane().call("GET", "/audit", params=query)
+    entries = ControlPlaneClient().call("GET", "/audit", params=query)
     if as_json:
         for entry in entries:
             click.echo(json.dumps(entry))

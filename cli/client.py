@@ -28,6 +28,11 @@ def platform_url() -> str:
     return current.http_url.rstrip("/")
 
 
+def for_user(user: Optional[str]) -> dict[str, str]:
+    """The query that makes an admin's call act for `user` (none: the key's own user)."""
+    return {"user": user} if user else {}
+
+
 def _bootstrap(url: str) -> Optional[str]:
     """On the machine whose `platform up` started the platform, with no user yet: its first
     caller becomes the admin (the operator's direct access, as `platform deploy` does)."""
@@ -45,7 +50,7 @@ def _bootstrap(url: str) -> Optional[str]:
     return configured_key()
 
 
-class ControlPlane:
+class ControlPlaneClient:
     """Calls to `/api/v1/...`; an answer the API refuses becomes the CLI's one-line error."""
 
     def __init__(self, url: Optional[str] = None, key: Optional[str] = None) -> None:

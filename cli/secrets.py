@@ -8,12 +8,8 @@ from urllib.parse import quote
 import click
 from rich.table import Table
 
-from .client import ControlPlane
+from .client import ControlPlaneClient, for_user
 from .common import console, user_option
-
-
-def _for(user: Optional[str]) -> dict[str, str]:
-    return {"user": user} if user else {}
 
 
 @click.group("secrets")
@@ -32,8 +28,8 @@ def set_secret(assignments: tuple[str, ...], user: Optional[str]) -> None:
         if not sep:
             raise click.BadParameter(f"{assignment!r} is not NAME=VALUE", param_hint="NAME=VALUE")
         values[name] = value
-    api = ControlPlane()
-    api.call("PUT", "/secrets", params=_for(user), json={"values": values})
+    api = ControlPlaneClient()
+    api.call("PUT", "/secrets", params=for_user(user), json={"values": values})
     owner = user or api.call("GET", "/me")["user"]
     for name in values:
         console.print(f"Set {name} for {owner}")
@@ -44,7 +40,7 @@ def set_secret(assignments: tuple[str, ...], user: Optional[str]) -> None:
 def list_secrets(user: Optional[str]) -> None:
     """List secret names (never values)."""
     table = Table("name", "updated")
-    for secret in ControlPlane().call("GET", "/secrets", params=_for(user)):
+    for secret in ControlPlaneClient().call("GET", "/secrets", params=for_user(user)):
         table.add_row(secret["name"], secret["updated_at"][:19].replace("T", " "))
     console.print(table)
 
@@ -54,6 +50,6 @@ def list_secrets(user: Optional[str]) -> None:
 @user_option
 def unset_secret(name: str, user: Optional[str]) -> None:
     """Remove a secret."""
-    api = ControlPlane()
-    api.call("DELETE", f"/secrets/{quote(name, safe='')}", params=_for(user))
+    api = ControlPlaneClient()
+    api.call("DELETE", f"/secrets/{quote(name, safe='')}", params=for_user(user))
     console.print(f"Unset {name} for {user or api.call('GET', '/me')['user']}")

@@ -11,7 +11,7 @@ from rich.table import Table
 from tenantserve.platform.accounts import require_admin
 from tenantserve.platform.registry import Registry
 
-from .client import ControlPlane
+from .client import ControlPlaneClient, for_user
 from .common import address_option, caller, connect_cluster, console, friendly_errors, save_key, user_option
 
 
@@ -25,7 +25,7 @@ def users_group() -> None:
 @click.option("--admin", is_flag=True, help="Make the user an admin.")
 def create_user(name: str, admin: bool) -> None:
     """Create a user and print its first API key (shown once)."""
-    key = ControlPlane().call("POST", "/users", json={"name": name, "admin": admin})["key"]
+    key = ControlPlaneClient().call("POST", "/users", json={"name": name, "admin": admin})["key"]
     console.print(f"Created user {name}{' (admin)' if admin else ''}. API key, shown once:")
     console.print(key)
 
@@ -34,7 +34,7 @@ def create_user(name: str, admin: bool) -> None:
 def list_users() -> None:
     """List users."""
     table = Table("user", "admin")
-    for user in ControlPlane().call("GET", "/users"):
+    for user in ControlPlaneClient().call("GET", "/users"):
         table.add_row(user["name"], "yes" if user["admin"] else "")
     console.print(table)
 
@@ -70,7 +70,7 @@ def clean_names(dry_run: bool, address: Optional[str]) -> None:
 @click.option("--clear", is_flag=True, help="Remove every limit.")
 def set_quota(name: str, apps: Optional[int], replicas: Optional[int], gpus: Optional[int], clear: bool) -> None:
     """Show or set a user's quota (limits not given stay as they are)."""
-    api = ControlPlane()
+    api = ControlPlaneClient()
     path = f"/users/{quote(name, safe='')}/quota"
     limits = {} if clear else api.call("GET", path)
     given = {"apps": apps, "replicas": replicas, "gpus": gpus}
@@ -85,16 +85,12 @@ def keys_group() -> None:
     """Create, list and revoke your API keys."""
 
 
-def _for(user: Optional[str]) -> dict[str, str]:
-    return {"user": user} if user else {}
-
-
 @keys_group.command("create")
 @click.option("--label", default="", help="A note to recognise the key by.")
 @user_option
 def create_key(label: str, user: Optional[str]) -> None:
     """Create an API key; the secret is shown once and stored only as a hash."""
-    created = ControlPlane().call("POST", "/keys", params=_for(user), json={"label": label})
+    created = ControlPlaneClient().call("POST", "/keys", params=for_user(user), json={"label": label})
     console.print(f"API key for {created['user']}, shown once (send it as 'Authorization: Key <key>'):")
     console.print(created["key"])
 
@@ -104,7 +100,7 @@ def create_key(label: str, user: Optional[str]) -> None:
 def list_keys(user: Optional[str]) -> None:
     """List API keys (ids and labels, never secrets)."""
     table = Table("key id", "label", "created", "state")
-    for key in ControlPlane().call("GET", "/keys", params=_for(user)):
+    for key in ControlPlaneClient().call("GET", "/keys", params=for_user(user)):
         state = f"revoked {_minute(key['revoked_at'])}" if key["revoked_at"] else "active"
         table.add_row(key["key_id"], key["label"], _minute(key["created_at"]), state)
     console.print(table)
@@ -119,20 +115,20 @@ def _minute(stamp: str) -> str:
 @user_option
 def revoke_key(key_id: str, user: Optional[str]) -> None:
     """Revoke an API key; apps refuse it within seconds."""
-    ControlPlane().call("DELETE", f"/keys/{quote(key_id, safe='')}", params=_for(user))
+    ControlPlaneClient().call("DELETE", f"/keys/{quote(key_id, safe='')}", params=for_user(user))
     console.print(f"Revoked {key_id}")
 
 
 @click.command()
 def whoami() -> None:
     """Print the user your API key belongs to."""
-    console.print(ControlPlane().call("GET", "/me")["user"])
+    console.print(ControlPlaneClient().call("GET", "/me")["user"])
 
 
 @click.command()
 @click.argument("key")
 def login(key: str) -> None:
     """Save KEY (KEY_ID:KEY_SECRET) as this machine's credentials for the CLI."""
-    user = ControlPlane(key=key).call("GET", "/me")["user"]
+    user = ControlPlaneClient(key=key).call("GET", "/me")["user"]
     save_key(key)
     console.print(f"Logged in as {user}")
