@@ -299,7 +299,27 @@ def restore_all(registry: Registry, progress: Progress = lambda line: None) -> l
             _wait_running(serve_app_name(bundle.owner, bundle.app_name), bundle.options.startup_timeout, lambda _: None)
         except DeployError as error:
             failures.append(f"{bundle.owner}/{bundle.app_name}: {error}")
+    try:
+        _wait_control_plane(config["public_url"])
+    except DeployError as error:
+        failures.append(f"the platform's services: {error}")
     return failures
+
+
+def _wait_control_plane(url: str, timeout: float = 60) -> None:
+    """Until the control-plane API answers on the HTTP port: a platform that is up takes
+    the CLI's account commands at once."""
+    deadline, verify, last_error = time.monotonic() + timeout, tls_verify(url), ""
+    while time.monotonic() < deadline:
+        try:
+            response = httpx.get(f"{url.rstrip('/')}/api/openapi.json", timeout=5, verify=verify)
+            if response.status_code == 200:
+                return
+            last_error = f"it answered {response.status_code}"
+        except httpx.HTTPError as error:
+            last_error = str(error) or type(error).__name__
+        time.sleep(0.2)
+    raise DeployError(f"the control-plane API at {url}/api did not answer within {timeout:g}s ({last_error})")
 
 
 def delete(owner: str, app: str, registry: Optional[Registry]) -> bool:
