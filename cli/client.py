@@ -9,10 +9,9 @@ from typing import Any, Optional
 import click
 import httpx
 
-from tenantserve.platform.cluster import recorded, tls_verify
-from tenantserve.platform.apps import untrusted_certificate
+from tenantserve.platform.cluster import recorded, tls_verify, untrusted_certificate
 
-from .common import configured_key
+from .common import BAD_KEY, NO_KEY, configured_key
 
 URL_VAR = "TENANTSERVE_URL"
 
@@ -57,8 +56,7 @@ class ControlPlaneClient:
         self.url = url or platform_url()
         self.key = key or configured_key() or _bootstrap(self.url)
         if self.key is None:
-            raise click.ClickException(
-                "no API key: set TENANTSERVE_KEY (or FAL_KEY) to KEY_ID:KEY_SECRET, or run `platform login KEY`")
+            raise click.ClickException(NO_KEY)
         self._http = httpx.Client(base_url=f"{self.url}/api/v1", timeout=60, verify=tls_verify(self.url),
                                   headers={"Authorization": f"Key {self.key}"})
 
@@ -72,7 +70,7 @@ class ControlPlaneClient:
         except httpx.HTTPError as error:
             raise click.ClickException(f"the platform at {self.url} did not answer: {error}") from None
         if response.status_code == 401:
-            raise click.ClickException("the configured API key is unknown or revoked")
+            raise click.ClickException(BAD_KEY)
         if response.status_code >= 400:
             try:
                 detail = response.json()["detail"]

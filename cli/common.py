@@ -22,6 +22,8 @@ if not console.is_terminal:
 F = TypeVar("F", bound=Callable[..., Any])
 
 KEY_ENV_VARS = ("TENANTSERVE_KEY", "FAL_KEY")
+NO_KEY = "no API key: set TENANTSERVE_KEY (or FAL_KEY) to KEY_ID:KEY_SECRET, or run `platform login KEY`"
+BAD_KEY = "the configured API key is unknown or revoked"
 
 
 def default_user() -> str:
@@ -86,12 +88,10 @@ def caller(registry: Registry) -> Principal:
         # On stderr: a command's own output (`status --json`, a new key) stays parseable.
         click.echo(f"Created admin user {name}; its API key is in {_credentials_file()}", err=True)
     if key is None:
-        raise click.ClickException(
-            "no API key: set TENANTSERVE_KEY (or FAL_KEY) to KEY_ID:KEY_SECRET, or run `platform login KEY`"
-        )
+        raise click.ClickException(NO_KEY)
     who = principal(registry, key)
     if who is None:
-        raise click.ClickException("the configured API key is unknown or revoked")
+        raise click.ClickException(BAD_KEY)
     return who
 
 

@@ -72,9 +72,9 @@ def require_admin(who: Principal) -> None:
 
 
 class Accounts:
-    """The account actions of one caller, `who`; `box` seals secrets (front ends that set them)."""
+    """The account actions of one caller, `who`; `box` seals the secrets they set."""
 
-    def __init__(self, registry: Registry, who: Principal, box: Optional[SecretBox] = None) -> None:
+    def __init__(self, registry: Registry, who: Principal, box: SecretBox) -> None:
         self.registry, self.who, self._box = registry, who, box
 
     def _record(self, action: str, target: str, **detail: Any) -> None:
@@ -106,8 +106,6 @@ class Accounts:
 
     def set_secrets(self, values: dict[str, str], user: Optional[str] = None) -> str:
         owner = self._for(user)
-        if self._box is None:
-            raise RuntimeError("this front end holds no secrets key")
         for name, value in values.items():
             self.registry.set_secret(owner, check_secret_name(name), self._box.seal(value))
         self._record("secret.set", owner, names=sorted(values))

@@ -27,7 +27,7 @@ from tenantserve.adapters.fal.machines import UnplaceableError
 from tenantserve.adapters.fal.replica import SETUP_FAILED
 
 from . import environments
-from .cluster import serve_http_url, state_dir, tls_verify
+from .cluster import serve_http_url, state_dir, tls_verify, untrusted_certificate
 from .coldstart import APP_NAME as SPARES_APP, spares_per_node, spares_target
 from .accounts import audit_days
 from .control_server import APP_NAME as CONTROL_APP, control_target
@@ -206,16 +206,15 @@ def _wait_running(name: str, timeout: float, progress: Progress) -> None:
     raise DeployError(f"replicas were not ready within startup_timeout ({timeout:g}s): {detail}".strip(": "))
 
 
-def _wait_answering(url: str, code_version: str, timeout: float = 30) -> None:
-    """Serve's proxies learn new routes and replicas a moment after the app runs; wait
-    until the new code answers on the HTTP port."""
-    deadline = time.monotonic() + timeout
-    verify, last_error = tls_verify(url), ""
+def _poll(url: str, answered: Callable[[httpx.Response], bool], timeout: float) -> Optional[str]:
+    """GET `url` until `answered` says yes (None), or for `timeout` seconds (the last
+    reason it did not); a certificate that does not verify ends it at once."""
+    deadline, verify, last_error = time.monotonic() + timeout, tls_verify(url), ""
     while time.monotonic() < deadline:
         try:
-            response = httpx.get(f"{url}/health", timeout=5, verify=verify)
-            if response.status_code == 200 and response.json().get("version") == code_version:
-                return
+            response = httpx.get(url, timeout=5, verify=verify)
+            if answered(response):
+                return None
             last_error = f"it answered {response.status_code}"
         except httpx.ConnectError as error:
             if "CERTIFICATE_VERIFY_FAILED" in str(error) or "certificate verify failed" in str(error):
@@ -224,13 +223,15 @@ def _wait_answering(url: str, code_version: str, timeout: float = 30) -> None:
         except (httpx.HTTPError, ValueError) as error:
             last_error = str(error) or type(error).__name__
         time.sleep(0.1)
-    raise DeployError(f"the app is running but {url}/health did not answer within {timeout:g}s ({last_error})")
+    return last_error
 
 
-def untrusted_certificate(url: str, error: Exception) -> str:
-    return (f"the platform's TLS certificate at {url} did not verify ({error}). If a private CA signed it, "
-            "start the platform with `platform up --tls-cert CERT --tls-key KEY --tls-ca CA.pem`; "
-            "or point SSL_CERT_FILE at a CA file that trusts it")
+def _wait_answering(url: str, code_version: str, timeout: float = 30) -> None:
+    """Serve's proxies learn new routes and replicas a moment after the app runs; wait
+    until the new code answers on the HTTP port."""
+    failed = _poll(f"{url}/health", lambda r: r.status_code == 200 and r.json().get("version") == code_version, timeout)
+    if failed is not None:
+        raise DeployError(f"the app is running but {url}/health did not answer within {timeout:g}s ({failed})")
 
 
 def deploy(
@@ -309,17 +310,10 @@ def restore_all(registry: Registry, progress: Progress = lambda line: None) -> l
 def _wait_control_plane(url: str, timeout: float = 60) -> None:
     """Until the control-plane API answers on the HTTP port: a platform that is up takes
     the CLI's account commands at once."""
-    deadline, verify, last_error = time.monotonic() + timeout, tls_verify(url), ""
-    while time.monotonic() < deadline:
-        try:
-            response = httpx.get(f"{url.rstrip('/')}/api/openapi.json", timeout=5, verify=verify)
-            if response.status_code == 200:
-                return
-            last_error = f"it answered {response.status_code}"
-        except httpx.HTTPError as error:
-            last_error = str(error) or type(error).__name__
-        time.sleep(0.2)
-    raise DeployError(f"the control-plane API at {url}/api did not answer within {timeout:g}s ({last_error})")
+    api = f"{url.rstrip('/')}/api"
+    failed = _poll(f"{api}/openapi.json", lambda r: r.status_code == 200, timeout)
+    if failed is not None:
+        raise DeployError(f"the control-plane API at {api} did not answer within {timeout:g}s ({failed})")
 
 
 def delete(owner: str, app: str, registry: Optional[Registry]) -> bool:

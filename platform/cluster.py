@@ -363,6 +363,12 @@ def tls_verify(url: str) -> Any:
     return True
 
 
+def untrusted_certificate(url: str, error: Exception) -> str:
+    return (f"the platform's TLS certificate at {url} did not verify ({error}). If a private CA signed it, "
+            "start the platform with `platform up --tls-cert CERT --tls-key KEY --tls-ca CA.pem`; "
+            "or point SSL_CERT_FILE at a CA file that trusts it")
+
+
 def _ensure_token() -> None:
     """`ray start` with token auth refuses to run until a token exists (~/.ray/auth_token on
     a fresh machine does not); make one the way Ray's CLI does, keeping any that exists."""

@@ -6,8 +6,9 @@ appearing means the app is ready; a setup() that raises ends the process with it
 traceback on stderr. SIGTERM runs teardown() and fal's exit hook.
 
 `python -m tenantserve_runner --spare` is a spare runner (`spare_runner.py`): it imports
-fal's SDK and the server, serves one request of its own through fal's app, then waits for one claim line on stdin (the spec's path, the
-app's environment, the OS user to become) before it loads any app code.
+fal's SDK and the server, serves one request of its own through fal's app, then waits for
+one claim line on stdin (the spec's path, the app's environment, the OS user to become)
+before it loads any app code.
 """
 
 from __future__ import annotations

@@ -39,16 +39,21 @@ def _layer_name(layer: Any) -> str:
     return getattr(dispatch or layer.cls, "__name__", "")
 
 
+def _served(app: Any) -> Any:
+    """fal's FastAPI app for `app`, without its IDLE_LAYERS."""
+    asgi = app._build_app()
+    asgi.user_middleware = [layer for layer in asgi.user_middleware if _layer_name(layer) not in IDLE_LAYERS]
+    return asgi
+
+
 def build(app_class: type) -> tuple[Any, Any]:
-    """The App instance (setup() runs in the ASGI app's lifespan) and fal's FastAPI app,
-    without its IDLE_LAYERS."""
+    """The App instance (setup() runs in the ASGI app's lifespan) and the ASGI app it is
+    served by."""
     from fal.ref import set_current_app
 
     app = app_class(_allow_init=True)
     set_current_app(app)
-    asgi = app._build_app()
-    asgi.user_middleware = [layer for layer in asgi.user_middleware if _layer_name(layer) not in IDLE_LAYERS]
-    return app, asgi
+    return app, _served(app)
 
 
 def warm_up() -> None:
@@ -67,8 +72,7 @@ def warm_up() -> None:
         def answer(self, request: dict) -> dict:
             return request
 
-    asgi = _WarmUp(_allow_init=True)._build_app()
-    asgi.user_middleware = [layer for layer in asgi.user_middleware if _layer_name(layer) not in IDLE_LAYERS]
+    asgi = _served(_WarmUp(_allow_init=True))
     body = b"{}"
     scope = {
         "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
