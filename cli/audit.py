@@ -3,31 +3,13 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
 from typing import Optional
 
 import click
 from rich.table import Table
 
 from .client import ControlPlaneClient
-from .common import console
-
-UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def _since(value: Optional[str]) -> Optional[datetime]:
-    """`30m`, `2h`, `7d` ago, or an ISO 8601 time (UTC unless it says otherwise)."""
-    if not value:
-        return None
-    if value[-1:] in UNITS and value[:-1].isdigit():
-        return datetime.now(timezone.utc) - timedelta(seconds=int(value[:-1]) * UNITS[value[-1]])
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is neither an age (30m, 2h, 7d) nor an ISO 8601 time",
-                                 param_hint="--since") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
-
+from .common import console, parse_since
 
 @click.command()
 @click.option("--since", default=None, help="Only entries this recent: an age (30m, 2h, 7d) or an ISO 8601 time.")
@@ -36,7 +18,7 @@ def _since(value: Optional[str]) -> Optional[datetime]:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 def audit(since: Optional[str], actor: Optional[str], limit: int, as_json: bool) -> None:
     """Show the audit log: every control-plane action, who took it, with which key (admins only)."""
-    moment = _since(since)
+    moment = parse_since(since)
     query = {"limit": limit, **({"actor": actor} if actor else {}), **({"since": moment.isoformat()} if moment else {})}
     entries = ControlPlaneClient().call("GET", "/audit", params=query)
     if as_json:

@@ -3,13 +3,16 @@ all it needs, from the platform's own machine or from a laptop."""
 
 from __future__ import annotations
 
+import json
 import os
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
+from urllib.parse import quote
 
 import click
 import httpx
 
 from tenantserve.platform.cluster import recorded, tls_verify, untrusted_certificate
+from tenantserve.platform.naming import check_name
 
 from .common import BAD_KEY, NO_KEY, configured_key
 
@@ -59,24 +62,60 @@ class ControlPlaneClient:
             raise click.ClickException(NO_KEY)
         self._http = httpx.Client(base_url=f"{self.url}/api/v1", timeout=60, verify=tls_verify(self.url),
                                   headers={"Authorization": f"Key {self.key}"})
+        self._me: Optional[dict[str, Any]] = None
+
+    def _failed(self, error: httpx.HTTPError) -> click.ClickException:
+        if isinstance(error, httpx.ConnectError) and (
+                "CERTIFICATE_VERIFY_FAILED" in str(error) or "certificate verify failed" in str(error)):
+            return click.ClickException(untrusted_certificate(self.url, error))
+        return click.ClickException(f"the platform at {self.url} did not answer: {error}")
+
+    @staticmethod
+    def _refused(response: httpx.Response) -> Optional[click.ClickException]:
+        if response.status_code == 401:
+            return click.ClickException(BAD_KEY)
+        if response.status_code < 400:
+            return None
+        try:
+            detail = response.json()["detail"]
+        except (ValueError, KeyError, TypeError):
+            detail = response.text.strip() or response.reason_phrase
+        if isinstance(detail, list):  # a request the API's schema refused
+            detail = "; ".join(str(item.get("msg", item)) for item in detail)
+        return click.ClickException(str(detail))
 
     def call(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
             response = self._http.request(method, path, **kwargs)
-        except httpx.ConnectError as error:
-            if "CERTIFICATE_VERIFY_FAILED" in str(error) or "certificate verify failed" in str(error):
-                raise click.ClickException(untrusted_certificate(self.url, error)) from None
-            raise click.ClickException(f"the platform at {self.url} did not answer: {error}") from None
         except httpx.HTTPError as error:
-            raise click.ClickException(f"the platform at {self.url} did not answer: {error}") from None
-        if response.status_code == 401:
-            raise click.ClickException(BAD_KEY)
-        if response.status_code >= 400:
-            try:
-                detail = response.json()["detail"]
-            except (ValueError, KeyError, TypeError):
-                detail = response.text.strip() or response.reason_phrase
-            if isinstance(detail, list):  # a request the API's schema refused
-                detail = "; ".join(str(item.get("msg", item)) for item in detail)
-            raise click.ClickException(str(detail))
+            raise self._failed(error) from None
+        refused = self._refused(response)
+        if refused is not None:
+            raise refused
         return response.json() if response.content else None
+
+    def stream(self, method: str, path: str, **kwargs: Any) -> Iterator[dict[str, Any]]:
+        """The events of an NDJSON answer (deploy progress, log lines), as they come."""
+        try:
+            with self._http.stream(method, path, timeout=httpx.Timeout(60, read=None), **kwargs) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise self._refused(response)  # type: ignore[misc]
+                for line in response.iter_lines():
+                    if line.strip():
+                        event = json.loads(line)
+                        if event.get("event") != "heartbeat":
+                            yield event
+        except httpx.HTTPError as error:
+            raise self._failed(error) from None
+
+    def me(self) -> dict[str, Any]:
+        if self._me is None:
+            self._me = self.call("GET", "/me")
+        return self._me
+
+    def app_path(self, name: str, user: Optional[str] = None) -> str:
+        """`/apps/<owner>/<app>` for `NAME` (the caller's, or --user's) or `USER/NAME`."""
+        owner, _, app = name.rpartition("/")
+        owner = check_name("user", owner or user or self.me()["user"])
+        return f"/apps/{quote(owner, safe='')}/{quote(check_name('app', app), safe='')}"

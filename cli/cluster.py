@@ -31,12 +31,21 @@ from .common import console, friendly_errors, restore_registered_apps
 @click.option("--num-cpus", type=float, default=None, help="CPUs this node offers (default: all).")
 @click.option("--num-gpus", type=int, default=None, help="GPUs this node offers (default: detected).")
 @click.option("--resources", default=None, help='Extra node resources as JSON, e.g. \'{"accelerator_type:A100": 1}\'.')
+@click.option("--address", default=None,
+              help="Run the platform on this Ray cluster (`auto` on its head node) instead of starting one here.")
 @friendly_errors
 def up(
-    ray_port: int, http_host: str, http_port: int, dashboard_port: int, metrics_port: Optional[int],
+    address: Optional[str], ray_port: int, http_host: str, http_port: int, dashboard_port: int, metrics_port: Optional[int],
     tls_cert: Optional[str], tls_key: Optional[str], tls_ca: Optional[str], ingress: str, num_cpus: Optional[float], num_gpus: Optional[int], resources: Optional[str],
 ) -> None:
-    """Start a local Ray cluster with Serve (a no-op if one is running)."""
+    """Start a local Ray cluster with Serve (a no-op if one is running), or with --address
+    bring the platform's services and registered apps up on a running cluster."""
+    if address is not None:
+        with console.status("Connecting to the Ray cluster"):
+            info = cluster.attach(address)
+        restore_registered_apps()
+        console.print(f"Platform up on the Ray cluster at {info.address}. HTTP: {info.http_url}")
+        return
     if bool(tls_cert) != bool(tls_key):
         raise click.BadParameter("give both --tls-cert and --tls-key", param_hint="--tls-cert/--tls-key")
     try:

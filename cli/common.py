@@ -5,12 +5,13 @@ from __future__ import annotations
 import functools
 import getpass
 import os
+from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Optional, TypeVar
 
 import click
 from rich.console import Console
 
-from tenantserve.platform.accounts import AccessError, Principal, act_as, principal
+from tenantserve.platform.accounts import AccessError, Principal, principal
 from tenantserve.platform.cluster import ClusterError, ClusterInfo, connect, state_dir
 from tenantserve.platform.logs import LogsError
 from tenantserve.platform.naming import InvalidNameError, check_name
@@ -37,6 +38,24 @@ address_option = click.option(
 user_option = click.option(
     "--user", default=None, help="Act as this user (an admin's key may act for any user; default: the key's own).",
 )
+
+
+SINCE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_since(value: Optional[str]) -> Optional[datetime]:
+    """`--since`: `30m`, `2h`, `7d` ago, or an ISO 8601 time (this machine's local time
+    unless it says otherwise)."""
+    if not value:
+        return None
+    if value[-1:] in SINCE_UNITS and value[:-1].isdigit():
+        return datetime.now(timezone.utc) - timedelta(seconds=int(value[:-1]) * SINCE_UNITS[value[-1]])
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is neither an age (30s, 10m, 2h, 7d) nor an ISO 8601 time",
+                                 param_hint="--since") from None
+    return moment if moment.tzinfo else moment.astimezone()
 
 
 def connect_cluster(address: str | None) -> ClusterInfo:
@@ -93,11 +112,6 @@ def caller(registry: Registry) -> Principal:
     if who is None:
         raise click.ClickException(BAD_KEY)
     return who
-
-
-def acting_user(registry: Registry, requested: Optional[str]) -> str:
-    """The user a command acts as: the caller, or with an admin key any existing user."""
-    return act_as(registry, caller(registry), requested)
 
 
 def friendly_errors(command: F) -> F:

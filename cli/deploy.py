@@ -1,22 +1,22 @@
-"""`platform deploy` and `platform run`: an App class from a file -> a serving app."""
+"""`platform deploy` and `platform run`: an App class from a file -> a serving app, through
+the control-plane API (the server reads the app in a sandbox and deploys it)."""
 
 from __future__ import annotations
 
-import secrets
 import signal
 import threading
 from dataclasses import replace
-from typing import Optional
+from typing import Any, Iterator, Optional
 
 import click
 
 from tenantserve.adapters.fal.bundle import AppBundle, prepare
 from tenantserve.adapters.fal.loader import AppLoadError
 from tenantserve.adapters.fal.options import OptionsError
-from tenantserve.platform import apps
-from tenantserve.platform.registry import Registry
+from tenantserve.adapters.fal.upload import AppUpload, collect
 
-from .common import acting_user, address_option, connect_cluster, console, default_user, friendly_errors, user_option
+from .client import ControlPlaneClient, for_user
+from .common import console, default_user, friendly_errors, user_option
 from .plan import print_plan
 
 AUTH_MODES = click.Choice(["private", "shared", "public"])
@@ -33,18 +33,36 @@ def _load(ref: str, owner: str, app_name: Optional[str], auth: Optional[str]) ->
     return bundle
 
 
-def deploy_bundle(bundle: AppBundle, http_url: str, registry: Optional[Registry], register: bool = True) -> str:
-    """Deploy with progress on the console; a failure becomes the command's error."""
-    label = f"{bundle.owner}/{bundle.app_name}"
-    with console.status(f"Deploying {label}") as status:
-        def progress(line: str) -> None:
-            console.print(f"  {line}")
-            status.update(f"Deploying {label}: {line}")
-
+def _collect(ref: str) -> AppUpload:
+    with console.status(f"Loading {ref}"):
         try:
-            return apps.deploy(bundle, http_url, registry, progress, register=register)
-        except apps.DeployError as error:
-            raise click.ClickException(f"deploy of {label} failed:\n{error}") from None
+            return collect(ref)
+        except (AppLoadError, OptionsError) as error:
+            raise click.ClickException(str(error)) from None
+
+
+def follow_deploy(events: Iterator[dict[str, Any]], what: str, seen: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+    """Print a deploy's progress as the platform streams it; returns its `done` event, or
+    fails with the platform's reason. `seen` gets the app the platform accepted."""
+    label = what
+    with console.status(f"Deploying {label}") as status:
+        for event in events:
+            if event["event"] == "accepted":
+                label = f"{event['owner']}/{event['app']}"
+                if seen is not None:
+                    seen.update(event)
+            elif event["event"] == "progress":
+                console.print(f"  {event['line']}")
+                status.update(f"Deploying {label}: {event['line']}")
+            elif event["event"] == "failed":
+                raise click.ClickException(f"deploy of {label} failed:\n{event['detail']}")
+            elif event["event"] == "done":
+                return event
+    raise click.ClickException(f"the platform ended the deploy of {label} without saying how it went")
+
+
+def _request(upload: AppUpload, app_name: Optional[str], auth: Optional[str], ephemeral: bool = False) -> dict[str, Any]:
+    return {"app": upload.model_dump(), "app_name": app_name, "auth": auth, "ephemeral": ephemeral}
 
 
 @click.command()
@@ -53,44 +71,48 @@ def deploy_bundle(bundle: AppBundle, http_url: str, registry: Optional[Registry]
 @click.option("--auth", type=AUTH_MODES, default=None,
               help="Who may call it: the owner's keys (private, the default), any key (shared), anyone (public).")
 @click.option("--dry-run", is_flag=True,
-              help="Load and check the app, print what a deploy would create, and stop (no cluster needed).")
+              help="Load and check the app, print what a deploy would create, and stop (no platform needed).")
 @click.option("--json", "as_json", is_flag=True, help="With --dry-run: print the plan as JSON, OpenAPI schema included.")
 @user_option
-@address_option
 @friendly_errors
-def deploy(ref: str, app_name: Optional[str], auth: Optional[str], dry_run: bool, as_json: bool, user: Optional[str],
-           address: Optional[str]) -> None:
+def deploy(ref: str, app_name: Optional[str], auth: Optional[str], dry_run: bool, as_json: bool,
+           user: Optional[str]) -> None:
     """Deploy an App class; wait until it answers and print its URL."""
     if dry_run:
         return print_plan(_load(ref, user or default_user(), app_name, auth), as_json)
-    registry = Registry()
-    bundle = _load(ref, acting_user(registry, user), app_name, auth)
-    cluster = connect_cluster(address)
-    url = deploy_bundle(bundle, cluster.http_url, registry)
-    console.print(f"[green]Deployed[/green] {bundle.owner}/{bundle.app_name} (revision {bundle.revision})")
-    console.print(f"  URL: {url}  (auth: {bundle.options.app_auth})")
+    client = ControlPlaneClient()
+    upload = _collect(ref)
+    done = follow_deploy(client.stream("POST", "/apps", json=_request(upload, app_name, auth), params=for_user(user)),
+                         ref)
+    console.print(f"[green]Deployed[/green] {done['owner']}/{done['app']} (revision {done['revision']})")
+    console.print(f"  URL: {done['url']}  (auth: {done['auth']})")
 
 
 @click.command()
 @click.argument("ref", metavar="FILE::CLASS")
 @user_option
-@address_option
 @friendly_errors
-def run(ref: str, user: Optional[str], address: Optional[str]) -> None:
+def run(ref: str, user: Optional[str]) -> None:
     """Serve an App class, public, until Ctrl-C, then remove it."""
-    registry = Registry()
-    loaded = _load(ref, acting_user(registry, user), None, "public")
-    bundle = replace(loaded, app_name=f"{loaded.app_name[:56]}-{secrets.token_hex(3)}")
-    cluster = connect_cluster(address)
+    client = ControlPlaneClient()
+    upload = _collect(ref)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    accepted: dict[str, Any] = {}
     try:
-        url = deploy_bundle(bundle, cluster.http_url, registry, register=False)
-        console.print(f"Access your exposed service at {url}")
+        done = follow_deploy(client.stream("POST", "/apps", json=_request(upload, None, "public", ephemeral=True),
+                                           params=for_user(user)), ref, accepted)
+        console.print(f"Access your exposed service at {done['url']}")
         console.print("Press Ctrl-C to stop it.")
         stop.wait()
     finally:
-        with console.status("Removing the app"):
-            apps.delete(bundle.owner, bundle.app_name, registry=None)
-        console.print(f"Removed {bundle.owner}/{bundle.app_name}")
+        if accepted:
+            label = f"{accepted['owner']}/{accepted['app']}"
+            with console.status("Removing the app"):
+                try:
+                    client.call("DELETE", client.app_path(label))
+                except click.ClickException as error:
+                    if "no app" not in str(error):
+                        raise
+            console.print(f"Removed {label}")

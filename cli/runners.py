@@ -1,15 +1,14 @@
-"""`platform runners ...`: one replica at a time."""
+"""`platform runners ...`: one replica at a time, through the control-plane API."""
 
 from __future__ import annotations
 
 from typing import Optional
+from urllib.parse import quote
 
 import click
 
-from tenantserve.platform.registry import Registry
-from tenantserve.platform.runners import RunnerError, kill_runner
-
-from .common import acting_user, address_option, connect_cluster, console, friendly_errors, user_option
+from .client import ControlPlaneClient, for_user
+from .common import console, friendly_errors, user_option
 
 
 @click.group("runners")
@@ -20,14 +19,8 @@ def runners_group() -> None:
 @runners_group.command("kill")
 @click.argument("runner_id")
 @user_option
-@address_option
 @friendly_errors
-def kill(runner_id: str, user: Optional[str], address: Optional[str]) -> None:
+def kill(runner_id: str, user: Optional[str]) -> None:
     """Stop a runner; its app starts another if it falls below min_concurrency."""
-    owner = acting_user(Registry(), user)
-    connect_cluster(address)
-    try:
-        app = kill_runner(owner, runner_id)
-    except RunnerError as error:
-        raise click.ClickException(str(error)) from None
-    console.print(f"Stopped runner {runner_id} of {app}")
+    stopped = ControlPlaneClient().call("DELETE", f"/runners/{quote(runner_id, safe='')}", params=for_user(user))
+    console.print(f"Stopped runner {runner_id} of {stopped['app']}")

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
-from typing import Mapping, Optional
+from typing import Mapping
 
 import click
 from rich.table import Table
 
 from tenantserve.platform.apps import AppStatus
-from tenantserve.platform.registry import Registry
-from tenantserve.platform.status import PlatformStatus, platform_status
+from tenantserve.platform.status import NodeRow, PlatformStatus
 
-from .common import address_option, caller, connect_cluster, console, friendly_errors
+from .client import ControlPlaneClient
+from .common import console, friendly_errors
 
 
 def _amount(resources: Mapping[str, float], name: str) -> float:
@@ -58,17 +57,14 @@ def _print(status: PlatformStatus) -> None:
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
-@address_option
 @friendly_errors
-def status(as_json: bool, address: Optional[str]) -> None:
+def status(as_json: bool) -> None:
     """Show the cluster (nodes, GPUs by accelerator type, free resources) and every app
     (state, replicas and their nodes, why one is not running). An admin sees every user's
     apps; a user sees their own."""
-    registry = Registry()
-    who = caller(registry)
-    cluster = connect_cluster(address)
-    current = platform_status(cluster, registry, owner=None if who.admin else who.user)
+    current = ControlPlaneClient().call("GET", "/status")
     if as_json:
-        click.echo(json.dumps(asdict(current), indent=2))
-    else:
-        _print(current)
+        click.echo(json.dumps(current, indent=2))
+        return
+    _print(PlatformStatus(**{**current, "nodes": [NodeRow(**node) for node in current["nodes"]],
+                             "apps": [AppStatus(**app) for app in current["apps"]]}))

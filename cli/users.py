@@ -87,10 +87,13 @@ def keys_group() -> None:
 
 @keys_group.command("create")
 @click.option("--label", default="", help="A note to recognise the key by.")
+@click.option("--scope", type=click.Choice(["admin", "api"], case_sensitive=False), default="admin", show_default=True,
+              help="admin: manages your apps, keys and secrets too; api: only calls apps (for a service).")
 @user_option
-def create_key(label: str, user: Optional[str]) -> None:
+def create_key(label: str, scope: str, user: Optional[str]) -> None:
     """Create an API key; the secret is shown once and stored only as a hash."""
-    created = ControlPlaneClient().call("POST", "/keys", params=for_user(user), json={"label": label})
+    created = ControlPlaneClient().call("POST", "/keys", params=for_user(user),
+                                        json={"label": label, "scope": scope.lower()})
     console.print(f"API key for {created['user']}, shown once (send it as 'Authorization: Key <key>'):")
     console.print(created["key"])
 
@@ -99,10 +102,10 @@ def create_key(label: str, user: Optional[str]) -> None:
 @user_option
 def list_keys(user: Optional[str]) -> None:
     """List API keys (ids and labels, never secrets)."""
-    table = Table("key id", "label", "created", "state")
+    table = Table("key id", "label", "scope", "created", "state")
     for key in ControlPlaneClient().call("GET", "/keys", params=for_user(user)):
         state = f"revoked {_minute(key['revoked_at'])}" if key["revoked_at"] else "active"
-        table.add_row(key["key_id"], key["label"], _minute(key["created_at"]), state)
+        table.add_row(key["key_id"], key["label"], key["scope"], _minute(key["created_at"]), state)
     console.print(table)
 
 

@@ -41,14 +41,23 @@ class Principal:
     user: str
     admin: bool
     key_id: Optional[str] = None
+    scope: str = "admin"  # the key's: `api` keys only call apps
 
 
 def principal(registry: Registry, key: str) -> Optional[Principal]:
     """Who a `key_id:secret` belongs to; None for a malformed, unknown or revoked key."""
-    user = registry.authenticate(key)
-    if user is None:
+    found = registry.identify(key)
+    if found is None:
         return None
-    return Principal(user, bool(registry.user(user)), key.strip().partition(":")[0])
+    user, scope = found
+    return Principal(user, bool(registry.user(user)), key.strip().partition(":")[0], scope)
+
+
+def require_manage_scope(who: Principal) -> None:
+    """Managing anything takes an `admin`-scope key (fal's scopes); an `api` key only calls apps."""
+    if who.scope != "admin":
+        raise AccessError(403, "this key has the API scope: it calls apps but manages nothing; use a key with "
+                               "the admin scope (`platform keys create --scope admin`)")
 
 
 def act_as(registry: Registry, who: Principal, requested: Optional[str]) -> str:
@@ -71,11 +80,12 @@ def require_admin(who: Principal) -> None:
         raise AccessError(403, f"{who.user} is not an admin")
 
 
-class Accounts:
-    """The account actions of one caller, `who`; `box` seals the secrets they set."""
+class Acting:
+    """What every set of control-plane actions shares: its caller, who it may act for, and
+    the audit log each change goes to."""
 
-    def __init__(self, registry: Registry, who: Principal, box: SecretBox) -> None:
-        self.registry, self.who, self._box = registry, who, box
+    def __init__(self, registry: Registry, who: Principal) -> None:
+        self.registry, self.who = registry, who
 
     def _record(self, action: str, target: str, **detail: Any) -> None:
         self.registry.record(AuditEntry(self.who.user, action, target, self.who.key_id, detail))
@@ -83,12 +93,20 @@ class Accounts:
     def _for(self, user: Optional[str]) -> str:
         return act_as(self.registry, self.who, user)
 
+
+class Accounts(Acting):
+    """The account actions of one caller, `who`; `box` seals the secrets they set."""
+
+    def __init__(self, registry: Registry, who: Principal, box: SecretBox) -> None:
+        super().__init__(registry, who)
+        self._box = box
+
     # keys
 
-    def create_key(self, user: Optional[str] = None, label: str = "") -> str:
+    def create_key(self, user: Optional[str] = None, label: str = "", scope: str = "admin") -> str:
         owner = self._for(user)
-        key = self.registry.create_key(owner, label=label)
-        self._record("key.create", owner, key_id=key.partition(":")[0], label=label)
+        key = self.registry.create_key(owner, label=label, scope=scope)
+        self._record("key.create", owner, key_id=key.partition(":")[0], label=label, scope=scope)
         return key
 
     def list_keys(self, user: Optional[str] = None) -> list[ApiKey]:

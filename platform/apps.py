@@ -44,6 +44,7 @@ Progress = Callable[[str], None]
 SERVICE_MODULES = (
     "coldstart.py", "serve_patches.py", "proxy_gate.py", "file_server.py", "files.py", "queue_server.py", "queue.py",
     "auth.py", "bodies.py", "busy.py", "naming.py", "registry.py", "control_server.py", "accounts.py", "secrets.py",
+    "app_control.py",
 )
 
 
@@ -241,10 +242,12 @@ def deploy(
     progress: Progress = lambda line: None,
     *,
     register: bool = True,
+    config: Optional[dict[str, Any]] = None,
 ) -> str:
     """Deploy a bundle and wait until it answers; returns its URL or raises DeployError.
     With `register=False` (`platform run`'s ephemeral apps) the app counts against the
-    owner's quota but is not recorded, so it is not restored after a restart."""
+    owner's quota but is not recorded, so it is not restored after a restart. `config`:
+    the platform's config as the control plane was given it (default: read here)."""
     try:
         name = serve_app_name(bundle.owner, bundle.app_name)
     except InvalidNameError as error:
@@ -254,14 +257,14 @@ def deploy(
     try:
         if registry is not None:
             check_quota(registry, bundle, deployed=_serve_app_names())
-        config = _platform_config(registry_url)
+        config = config or _platform_config(registry_url)
         _apply(config, _target(bundle, config, progress=progress))
     except (UnplaceableError, QuotaError, environments.BuildError) as error:
         raise DeployError(str(error)) from None
     try:
         _wait_running(name, bundle.options.startup_timeout, progress)
     except (DeployError, KeyboardInterrupt):
-        _restore(name, previous, registry_url, progress)
+        _restore(name, previous, config, progress)
         raise
     url = app_url(http_url, bundle.owner, bundle.app_name)
     _wait_answering(url, bundle.code_version)
@@ -270,13 +273,12 @@ def deploy(
     return url
 
 
-def _restore(name: str, previous: Optional[AppBundle], registry_url: str, progress: Progress) -> None:
+def _restore(name: str, previous: Optional[AppBundle], config: dict[str, Any], progress: Progress) -> None:
     if previous is None:
         progress("removing the failed app")
         serve.delete(name)
         return
     progress(f"keeping revision {previous.revision} serving")
-    config = _platform_config(registry_url)
     _apply(config, _target(previous, config))
     _wait_running(name, previous.options.startup_timeout, progress)
 

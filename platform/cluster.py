@@ -173,6 +173,8 @@ def state_dir() -> Path:
     return path
 
 
+HEAD_RESOURCE = "node:__internal_head__"  # every head node has it: what pins an actor there
+
 @dataclass
 class ClusterInfo:
     address: str
@@ -465,6 +467,15 @@ def connect(address: Optional[str] = None, *, start: bool = True) -> ClusterInfo
     if current and current.address == address:
         return current
     return ClusterInfo(address=address, http_url=os.environ.get("TENANTSERVE_URL") or serve_http_url())
+
+
+def attach(address: str) -> ClusterInfo:
+    """Connect to a Ray cluster this machine did not start (`ray up`, KubeRay) and record
+    it, so that the CLI on this node finds the platform's URL; `down` leaves it running."""
+    info = connect(address)
+    if not info.started_here:
+        _state_file().write_text(json.dumps(asdict(info)))
+    return info
 
 
 def state_api_address() -> str:

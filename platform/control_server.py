@@ -10,30 +10,42 @@ route signatures, and string annotations become query parameters.
 """
 
 import asyncio
+import json
 import logging
+from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Literal, Optional
 
 from fastapi import FastAPI, Header, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 from ray import serve
 from ray.serve import RunTarget
 from sqlalchemy.exc import OperationalError
 
-from .accounts import AccessError, Accounts, Principal, principal, prune_audit
+from tenantserve.adapters.fal.bundle import AppBundle
+from tenantserve.adapters.fal.upload import AppUpload
+
+from .accounts import AccessError, Accounts, Principal, principal, prune_audit, require_manage_scope
 from .auth import MISSING_KEY, key_from_header
 from .busy import registry_busy
 from .naming import InvalidNameError
 from .registry import Quota, Registry, RegistryError
 from .secrets import SecretBox, load_key
+from .cluster import HEAD_RESOURCE
+
+if TYPE_CHECKING:
+    from .app_control import AppControl
 
 logger = logging.getLogger("ray.serve")
 
 APP_NAME = "control"
 ROUTE = "/api"
 PRUNE_EVERY_S = 3600
+Progress = Callable[[str], None]
+HEARTBEAT_S = 10  # a line this often while a deploy waits: proxies keep the stream open
+LOGS_EVERY_S = 1.0
 
 api = FastAPI(title="tenantserve control plane", version="1")
 api.add_exception_handler(OperationalError, registry_busy)
@@ -50,14 +62,19 @@ async def _invalid(_: Request, error: Exception) -> JSONResponse:
     return JSONResponse({"detail": str(error)}, status_code=422)
 
 
+Scope = Literal["admin", "api"]
+
+
 class Me(BaseModel):
     user: str
     admin: bool
     key_id: Optional[str]
+    scope: Scope
 
 
 class NewKey(BaseModel):
     label: str = Field("", max_length=200)
+    scope: Scope = Field("admin", description="admin: manages your things too; api: only calls apps")
 
 
 class Key(BaseModel):
@@ -65,6 +82,7 @@ class Key(BaseModel):
     label: str
     created_at: datetime
     revoked_at: Optional[datetime]
+    scope: Scope
 
 
 class Created(BaseModel):
@@ -106,6 +124,74 @@ class Entry(BaseModel):
     detail: dict[str, Any]
 
 
+class DeployRequest(BaseModel):
+    app: AppUpload
+    app_name: Optional[str] = Field(None, max_length=200)
+    auth: Optional[Literal["private", "shared", "public"]] = None
+    ephemeral: bool = Field(False, description="platform run's app: a fresh name, not registered")
+
+
+class Revision(BaseModel):
+    revision: str
+
+
+class Scaling(BaseModel):
+    keep_alive: Optional[float] = Field(None, ge=0)
+    min_concurrency: Optional[int] = Field(None, ge=0)
+    max_concurrency: Optional[int] = Field(None, ge=1)
+    max_multiplexing: Optional[int] = Field(None, ge=1)
+
+
+def _line(event: dict[str, Any]) -> bytes:
+    return (json.dumps(event) + "\n").encode()
+
+
+async def _progress_stream(first: dict[str, Any], work: Callable[[Progress], dict[str, Any]]) -> AsyncIterator[bytes]:
+    """NDJSON: `first`, `progress` lines while `work` runs in a thread, then `done` (with
+    what it returned) or `failed` (with why). A client that goes away does not stop the work."""
+    yield _line(first)
+    loop = asyncio.get_running_loop()
+    events: asyncio.Queue = asyncio.Queue()
+
+    def progress(line: str) -> None:
+        loop.call_soon_threadsafe(events.put_nowait, {"event": "progress", "line": line})
+
+    def run() -> None:
+        from . import apps
+
+        try:
+            result = {"event": "done", **work(progress)}
+        except apps.DeployError as error:
+            result = {"event": "failed", "detail": str(error)}
+        except AccessError as error:
+            result = {"event": "failed", "detail": error.detail}
+        except Exception as error:
+            logger.exception("control plane: a deploy failed")
+            result = {"event": "failed", "detail": f"{type(error).__name__}: {error}"}
+        loop.call_soon_threadsafe(events.put_nowait, result)
+
+    worker = asyncio.ensure_future(asyncio.to_thread(run))
+    while True:
+        try:
+            event = await asyncio.wait_for(events.get(), HEARTBEAT_S)
+        except asyncio.TimeoutError:
+            yield _line({"event": "heartbeat"})
+            continue
+        yield _line(event)
+        if event["event"] != "progress":
+            await worker
+            return
+
+
+def _deployed(bundle: AppBundle, url: str) -> dict[str, Any]:
+    return {"owner": bundle.owner, "app": bundle.app_name, "revision": bundle.revision, "url": url,
+            "auth": bundle.options.app_auth}
+
+
+def _ndjson(lines: AsyncIterator[bytes]) -> StreamingResponse:
+    return StreamingResponse(lines, media_type="application/x-ndjson")
+
+
 def _limits(quota: Quota) -> Limits:
     return Limits(apps=quota.max_apps, replicas=quota.max_replicas, gpus=quota.max_gpus)
 
@@ -113,6 +199,7 @@ def _limits(quota: Quota) -> Limits:
 @serve.ingress(api)
 class ControlPlane:
     async def __init__(self, config: dict[str, Any]) -> None:
+        self.config = config
         self.registry = Registry(config["registry_url"], migrate_schema=False)
         self.box = SecretBox(load_key(Path(config["secret_key_file"]), create=True))
         self.audit_days = float(config["audit_days"])
@@ -126,12 +213,31 @@ class ControlPlane:
                 logger.exception("control plane: pruning the audit log failed")
             await asyncio.sleep(PRUNE_EVERY_S)
 
-    def _accounts(self, authorization: Optional[str]) -> Accounts:
+    def _accounts(self, authorization: Optional[str], manage: bool = True) -> Accounts:
+        """The caller's actions; `manage` (every route but `/me`) takes an admin-scope key."""
         key = key_from_header(authorization)
         who: Optional[Principal] = principal(self.registry, key) if key else None
         if who is None:
             raise AccessError(401, MISSING_KEY)
+        if manage:
+            require_manage_scope(who)
         return Accounts(self.registry, who, self.box)
+
+    def _apps(self, authorization: Optional[str]) -> "AppControl":
+        # Here, not at the top: `apps` applies this service (its target comes from this module).
+        from .app_control import AppControl
+
+        return AppControl(self.registry, self._accounts(authorization).who, self.config)
+
+    def _deploy_stream(self, control: "AppControl", bundle: AppBundle, ephemeral: bool = False) -> StreamingResponse:
+        if ephemeral:
+            bundle = control.ephemeral(bundle)
+
+        def work(progress: Progress) -> dict[str, Any]:
+            return _deployed(*control.deploy(bundle, progress, register=not ephemeral))
+
+        accepted = {"event": "accepted", "owner": bundle.owner, "app": bundle.app_name, "revision": bundle.revision}
+        return _ndjson(_progress_stream(accepted, work))
 
     def check_health(self) -> None:
         if self._pruner.done():
@@ -139,19 +245,19 @@ class ControlPlane:
 
     @api.get("/v1/me", response_model=Me)
     def me(self, authorization: Optional[str] = Header(None)) -> Me:
-        who = self._accounts(authorization).who
-        return Me(user=who.user, admin=who.admin, key_id=who.key_id)
+        who = self._accounts(authorization, manage=False).who
+        return Me(user=who.user, admin=who.admin, key_id=who.key_id, scope=who.scope)
 
     @api.get("/v1/keys", response_model=list[Key])
     def list_keys(self, user: Optional[str] = None, authorization: Optional[str] = Header(None)) -> list[Key]:
-        return [Key(key_id=k.key_id, label=k.label, created_at=k.created_at, revoked_at=k.revoked_at)
+        return [Key(key_id=k.key_id, label=k.label, created_at=k.created_at, revoked_at=k.revoked_at, scope=k.scope)
                 for k in self._accounts(authorization).list_keys(user)]
 
     @api.post("/v1/keys", response_model=Created, status_code=201)
     def create_key(self, body: NewKey, user: Optional[str] = None,
                    authorization: Optional[str] = Header(None)) -> Created:
         accounts = self._accounts(authorization)
-        key = accounts.create_key(user, body.label)
+        key = accounts.create_key(user, body.label, body.scope)
         return Created(user=user or accounts.who.user, key=key)
 
     @api.delete("/v1/keys/{key_id}", status_code=204)
@@ -197,9 +303,97 @@ class ControlPlane:
         return [Entry(at=e.at, actor=e.actor, key_id=e.key_id, action=e.action, target=e.target, detail=e.detail)
                 for e in entries]
 
+    # apps
+
+    @api.get("/v1/apps")
+    async def list_apps(self, user: Optional[str] = None, all_users: bool = False,
+                        authorization: Optional[str] = Header(None)) -> list[dict[str, Any]]:
+        control = await asyncio.to_thread(self._apps, authorization)
+        return [asdict(row) for row in await asyncio.to_thread(control.list, user, all_users)]
+
+    @api.post("/v1/apps", responses={200: {"description": "NDJSON: progress lines, then done or failed"}})
+    async def deploy(self, body: DeployRequest, user: Optional[str] = None,
+                     authorization: Optional[str] = Header(None)) -> StreamingResponse:
+        """Read the uploaded app in a sandbox, then deploy it, streaming its progress."""
+        control = await asyncio.to_thread(self._apps, authorization)
+        bundle, _ = await asyncio.to_thread(control.read, body.app, user, body.app_name)
+        auth = body.auth or ("public" if body.ephemeral else None)
+        return self._deploy_stream(control, control.with_auth(bundle, auth), body.ephemeral)
+
+    @api.post("/v1/apps/plan")
+    async def plan(self, body: DeployRequest, user: Optional[str] = None,
+                   authorization: Optional[str] = Header(None)) -> dict[str, Any]:
+        """What a deploy of the upload would create (`platform deploy --dry-run --remote`)."""
+        control = await asyncio.to_thread(self._apps, authorization)
+        bundle, found = await asyncio.to_thread(control.read, body.app, user, body.app_name)
+        if body.auth:
+            found["auth"] = body.auth
+        return found
+
+    @api.delete("/v1/apps/{owner}/{app}", status_code=204)
+    def delete_app(self, owner: str, app: str, authorization: Optional[str] = Header(None)) -> None:
+        self._apps(authorization).delete(owner, app)
+
+    @api.get("/v1/apps/{owner}/{app}/revisions")
+    def revisions(self, owner: str, app: str, authorization: Optional[str] = Header(None)) -> list[dict[str, Any]]:
+        current, revisions = self._apps(authorization).revisions(owner, app)
+        return [{"revision": rev, "created": created.isoformat(), "serving": rev == current,
+                 "class": bundle.source.class_name, "machine_type": bundle.options.machine_type,
+                 "min_concurrency": bundle.options.min_concurrency, "max_concurrency": bundle.options.max_concurrency,
+                 "keep_alive": bundle.options.keep_alive, "auth": bundle.options.app_auth}
+                for rev, created, bundle in revisions]
+
+    @api.put("/v1/apps/{owner}/{app}/revision")
+    async def set_revision(self, owner: str, app: str, body: Revision,
+                           authorization: Optional[str] = Header(None)) -> StreamingResponse:
+        control = await asyncio.to_thread(self._apps, authorization)
+        bundle = await asyncio.to_thread(control.revision, owner, app, body.revision)
+        return self._deploy_stream(control, bundle)
+
+    @api.patch("/v1/apps/{owner}/{app}/scaling")
+    async def scale(self, owner: str, app: str, body: Scaling,
+                    authorization: Optional[str] = Header(None)) -> StreamingResponse:
+        control = await asyncio.to_thread(self._apps, authorization)
+        bundle = await asyncio.to_thread(control.rescaled, owner, app, body.model_dump())
+        return self._deploy_stream(control, bundle)
+
+    @api.get("/v1/apps/{owner}/{app}/runners")
+    def runners(self, owner: str, app: str, authorization: Optional[str] = Header(None)) -> list[dict[str, Any]]:
+        return [asdict(runner) for runner in self._apps(authorization).runners(owner, app)]
+
+    @api.delete("/v1/runners/{runner_id}")
+    def kill_runner(self, runner_id: str, user: Optional[str] = None,
+                    authorization: Optional[str] = Header(None)) -> dict[str, str]:
+        return {"app": self._apps(authorization).kill_runner(runner_id, user)}
+
+    @api.get("/v1/apps/{owner}/{app}/logs", responses={200: {"description": "NDJSON: one object per log line"}})
+    async def logs(self, owner: str, app: str, since: Optional[datetime] = None, request_id: Optional[str] = None,
+                   follow: bool = False, authorization: Optional[str] = Header(None)) -> StreamingResponse:
+        control = await asyncio.to_thread(self._apps, authorization)
+        first = await asyncio.to_thread(control.logs, owner, app, since, request_id)
+
+        async def lines() -> AsyncIterator[bytes]:
+            found, printed = first, 0
+            while True:
+                for line in found[printed:]:
+                    yield _line({"line": line.render(), "time": line.time.isoformat(), "replica": line.replica,
+                                 "level": line.level, "message": line.message, "request_id": line.request_id})
+                printed = len(found)
+                if not follow:
+                    return
+                await asyncio.sleep(LOGS_EVERY_S)
+                found = await asyncio.to_thread(control.logs, owner, app, since, request_id)
+
+        return _ndjson(lines())
+
+    @api.get("/v1/status")
+    def status(self, authorization: Optional[str] = Header(None)) -> dict[str, Any]:
+        return asdict(self._apps(authorization).status())
+
 
 def control_target(config: dict[str, Any], version: str) -> RunTarget:
-    deployment = serve.deployment(ControlPlane, name="ControlPlane", num_replicas=1,
-                                  ray_actor_options={"num_cpus": 0})
+    # On the head node, where the platform's state directory (secret key, local file store) is.
+    deployment = serve.deployment(ControlPlane, name="ControlPlane", num_replicas=1, max_ongoing_requests=200,
+                                  ray_actor_options={"num_cpus": 0, "resources": {HEAD_RESOURCE: 0.001}})
     deployment = deployment.options(version=version, _internal=True)
     return RunTarget(target=deployment.bind(config), name=APP_NAME, route_prefix=ROUTE)

@@ -63,6 +63,7 @@ api_keys = Table(
     Column("label", String(200), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("revoked_at", DateTime(timezone=True)),
+    Column("scope", String(16), nullable=False, server_default="admin"),
 )
 apps = Table(
     "apps", metadata,
@@ -149,6 +150,9 @@ def migrate(engine: Engine) -> None:
         command.upgrade(config, "head")
 
 
+KEY_SCOPES = ("admin", "api")
+
+
 @dataclass(frozen=True)
 class Quota:
     """A user's limits; None means no limit."""
@@ -165,6 +169,7 @@ class ApiKey:
     label: str
     created_at: datetime
     revoked_at: Optional[datetime]
+    scope: str = "admin"
 
 
 @dataclass(frozen=True)
@@ -221,14 +226,18 @@ class Registry:
         with self.engine.connect() as conn:
             return [(r.name, bool(r.is_admin)) for r in conn.execute(select(users).order_by(users.c.name))]
 
-    def create_key(self, owner: str, label: str = "") -> str:
-        """A new key for `owner`; returns `key_id:secret`, the only time the secret is seen."""
+    def create_key(self, owner: str, label: str = "", scope: str = "admin") -> str:
+        """A new key for `owner`; returns `key_id:secret`, the only time the secret is seen.
+        `scope`: `admin` (manages the owner's things too) or `api` (only calls apps)."""
         if self.user(owner) is None:
             raise RegistryError(f"no user {owner!r}")
+        if scope not in KEY_SCOPES:
+            raise RegistryError(f"no key scope {scope!r}: use one of {', '.join(KEY_SCOPES)}")
         key_id, secret = str(uuid.uuid4()), secrets.token_urlsafe(32)
         with self.engine.begin() as conn:
             conn.execute(api_keys.insert().values(
                 key_id=key_id, owner=owner, secret_hash=hash_secret(secret), label=label, created_at=_now(),
+                scope=scope,
             ))
         return f"{key_id}:{secret}"
 
@@ -236,7 +245,7 @@ class Registry:
         query = select(api_keys).where(api_keys.c.owner == owner).order_by(api_keys.c.created_at)
         with self.engine.connect() as conn:
             return [
-                ApiKey(r.key_id, r.owner, r.label, r.created_at, r.revoked_at) for r in conn.execute(query)
+                ApiKey(r.key_id, r.owner, r.label, r.created_at, r.revoked_at, r.scope) for r in conn.execute(query)
             ]
 
     def revoke_key(self, owner: str, key_id: str) -> None:
@@ -276,17 +285,22 @@ class Registry:
 
     def authenticate(self, key: str) -> Optional[str]:
         """The user a `key_id:secret` belongs to, or None for a malformed, unknown or revoked key."""
+        found = self.identify(key)
+        return found[0] if found else None
+
+    def identify(self, key: str) -> Optional[tuple[str, str]]:
+        """(owner, scope) of a `key_id:secret`, or None for a malformed, unknown or revoked key."""
         key_id, sep, secret = key.strip().partition(":")
         if not sep or not secret:
             return None
         with self.engine.connect() as conn:
             row = conn.execute(
-                select(api_keys.c.owner, api_keys.c.secret_hash)
+                select(api_keys.c.owner, api_keys.c.secret_hash, api_keys.c.scope)
                 .where(api_keys.c.key_id == key_id, api_keys.c.revoked_at.is_(None))
             ).first()
         if row is None or not hmac.compare_digest(row.secret_hash, hash_secret(secret)):
             return None
-        return row.owner
+        return row.owner, row.scope
 
     # quotas and secrets
 

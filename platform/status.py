@@ -9,11 +9,10 @@ from typing import Optional
 import ray
 
 from .apps import AppStatus, list_apps
-from .cluster import ClusterInfo
+from .cluster import HEAD_RESOURCE, ClusterInfo
 from .placement import autoscaler_groups
 from .registry import Registry
 
-HEAD_RESOURCE = "node:__internal_head__"
 
 
 @dataclass

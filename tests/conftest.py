@@ -72,6 +72,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
         "--num-cpus=8", "--num-gpus=1", "--resources", json.dumps({"accelerator_type:A100": 1}),
     )
     info = json.loads((home / "cluster.json").read_text())
+    from tenantserve.platform.cluster import connect
+
+    connect(start=False)  # this process's Ray and Serve calls go to the session's cluster, never a new one
     try:
         yield info
     finally:

@@ -8,8 +8,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from cryptography.fernet import Fernet
 
-from tenantserve.platform.accounts import AccessError, Accounts, principal, prune_audit
-from tenantserve.platform.registry import AuditEntry, Quota, Registry
+from tenantserve.platform.accounts import AccessError, Accounts, principal, prune_audit, require_manage_scope
+from tenantserve.platform.registry import AuditEntry, Quota, Registry, RegistryError
 from tenantserve.platform.secrets import SecretBox
 
 
@@ -79,3 +79,18 @@ def test_the_audit_log_forgets_entries_past_its_retention(platform) -> None:
     assert prune_audit(registry, days=7) == 1
     assert "ghost" not in [e.target for e in root.audit()]
     assert root.audit(since=datetime.now(timezone.utc) - timedelta(minutes=5))
+
+
+def test_an_api_scope_key_calls_apps_but_manages_nothing(platform) -> None:
+    registry, _, as_user, keys = platform
+    service = as_user("alice").create_key(label="service", scope="api")
+    assert registry.authenticate(service) == "alice"  # what an app's ingress checks
+    who = principal(registry, service)
+    assert who is not None and who.scope == "api"
+    with pytest.raises(AccessError) as refusal:
+        require_manage_scope(who)
+    assert refusal.value.status == 403 and "--scope admin" in refusal.value.detail
+    require_manage_scope(principal(registry, keys["alice"]))
+    assert [k.scope for k in registry.list_keys("alice")] == ["admin", "api"]
+    with pytest.raises(RegistryError, match="no key scope"):
+        registry.create_key("alice", scope="root")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from conftest import wait_until
+from conftest import APPS, wait_until
 
 
 def _as(key: str | None) -> dict[str, str]:
@@ -64,7 +64,7 @@ def test_an_admin_manages_users_and_reads_the_audit_log(http: httpx.Client, keys
     assert made.status_code == 201
     viktor = _as(made.json()["key"])
     assert http.get("/api/v1/me", headers=viktor).json() == {
-        "user": "viktor", "admin": False, "key_id": made.json()["key"].partition(":")[0]}
+        "user": "viktor", "admin": False, "key_id": made.json()["key"].partition(":")[0], "scope": "admin"}
     assert http.put("/api/v1/users/viktor/quota", json={"apps": 2}, headers=admin).json()["apps"] == 2
     assert http.get("/api/v1/users/viktor/quota", headers=admin).json() == {"apps": 2, "replicas": None, "gpus": None}
     assert "viktor" in [u["name"] for u in http.get("/api/v1/users", headers=admin).json()]
@@ -107,3 +107,63 @@ def test_the_cli_needs_only_the_platforms_url_and_a_key(base_url: str, keys: dic
     assert "Logged in as rita" in platform("login", keys["rita"])
     assert platform("whoami").strip() == "rita"  # the saved credentials, in this HOME
     assert not (tmp_path / ".tenantserve" / "registry.db").exists()
+
+
+def test_every_app_command_works_with_only_the_url_and_a_key(base_url: str, keys: dict[str, str], tmp_path,
+                                                             http: httpx.Client) -> None:
+    """A second user deploys, rolls back, scales, lists, reads logs and status, and deletes,
+    with a shell that holds only the platform's URL and a key; another user's apps are out of reach."""
+    exe = str(Path(sys.executable).parent / "platform")
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "TENANTSERVE_URL": base_url, "TENANTSERVE_KEY": keys["tina"]}
+
+    def platform(*args: str, ok: bool = True) -> str:
+        result = subprocess.run([exe, *args], capture_output=True, text=True, env=env, timeout=600)
+        assert (result.returncode == 0) == ok, result.stdout + result.stderr
+        return result.stdout + result.stderr
+
+    tina = _as(keys["tina"])
+    app = tmp_path / "versioned.py"
+    app.write_text((APPS / "versioned.py").read_text())
+    assert "Deployed tina/mine" in platform("deploy", f"{app}::Versioned", "--app-name", "mine")
+    app.write_text(app.read_text().replace('VERSION = "v1"', 'VERSION = "v2"'))
+    platform("deploy", f"{app}::Versioned", "--app-name", "mine")
+    assert http.post("/tina/mine/", headers=tina).json()["version"] == "v2"
+
+    revisions = [[cell for cell in line.split() if cell not in "│┃"]
+                 for line in platform("apps", "list-rev", "mine").splitlines() if "Versioned" in line]
+    assert len(revisions) == 2 and revisions[1][0] == "*"
+    assert "now serves revision" in platform("apps", "set-rev", "mine", revisions[0][0])
+    assert http.post("/tina/mine/", headers=tina).json()["version"] == "v1"
+    assert "keep_alive=42" in platform("apps", "scale", "mine", "--keep-alive", "42")
+    assert "tina/mine" in platform("apps", "list")
+    assert "ALIVE" in platform("apps", "runners", "mine")
+    platform("logs", "mine", "--since", "10m")
+    assert "tina/mine" in platform("status")
+
+    service = platform("keys", "create", "--scope", "api", "--label", "service").strip().splitlines()[-1]
+    assert http.post("/tina/mine/", headers=_as(service)).status_code == 200  # it calls apps
+    assert http.get("/api/v1/me", headers=_as(service)).json()["scope"] == "api"
+    for method, path in (("GET", "/api/v1/apps"), ("GET", "/api/v1/keys"), ("DELETE", "/api/v1/apps/tina/mine")):
+        refused = http.request(method, path, headers=_as(service))
+        assert refused.status_code == 403 and "API scope" in refused.json()["detail"], (method, path)
+
+    for args in (("apps", "list", "--user", "alice"), ("apps", "delete", "alice/mine"), ("apps", "runners", "alice/mine"),
+                 ("logs", "alice/mine"), ("apps", "list-rev", "alice/mine"), ("apps", "set-rev", "alice/mine", "abc"),
+                 ("apps", "scale", "alice/mine", "--keep-alive", "1"), ("runners", "kill", "x", "--user", "alice"),
+                 ("deploy", f"{app}::Versioned", "--user", "alice")):
+        assert "tina cannot act as alice" in platform(*args, ok=False), args
+    assert "an admin key" in platform("apps", "list", "--all-users", ok=False)
+    assert "no app tina/nothing" in platform("apps", "delete", "nothing", ok=False)
+
+    upload = {"filename": "versioned.py", "source": app.read_text(), "class_name": "Versioned"}
+    for name in ("x /alice/priv", "a/b", "..", "%2F", "сafe", "a" * 64):
+        refused = http.post("/api/v1/apps", json={"app": upload, "app_name": name}, headers=tina)
+        assert refused.status_code == 422 and "app name" in refused.json()["detail"], (name, refused.text)
+    for user in ("queue", "files", "api", "../alice", "ALICE"):
+        assert http.post("/api/v1/apps", params={"user": user}, json={"app": upload},
+                         headers=tina).status_code in (403, 404), user
+    assert http.delete("/api/v1/apps/alice/%2E%2E", headers=tina).status_code in (403, 404)
+
+    assert "Deleted tina/mine" in platform("apps", "delete", "mine")
+    assert http.post("/tina/mine/", headers=tina).status_code == 404
+    assert not (tmp_path / ".tenantserve").exists() or not list((tmp_path / ".tenantserve").glob("*.db"))

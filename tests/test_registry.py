@@ -3,17 +3,15 @@
 PostgreSQL is found at $TENANTSERVE_TEST_POSTGRES (default: the local server on
 127.0.0.1:5432, database `test`); each run works in a database of its own."""
 
+import json
 import os
-import subprocess
-import sys
 import uuid
-from pathlib import Path
 
 import httpx
 import pytest
 import sqlalchemy as sa
 
-from conftest import APPS
+from conftest import APPS, free_port, platform_cmd
 from tenantserve.adapters.fal.bundle import prepare
 from tenantserve.platform.registry import Registry, RegistryError
 
@@ -73,28 +71,42 @@ def test_users_keys_and_apps(registry_url) -> None:
     assert registry.delete(owner, "versioned") and registry.get(owner, "versioned") is None
 
 
-def test_platform_on_postgresql(postgres_url, cluster, base_url, tmp_path) -> None:
-    """Deploy through the CLI with the registry on PostgreSQL; keys are checked against it."""
-    exe = str(Path(sys.executable).parent / "platform")
-    env = {**os.environ, "TENANTSERVE_DB": postgres_url, "TENANTSERVE_HOME": os.environ["TENANTSERVE_HOME"]}
-    env.pop("TENANTSERVE_KEY", None)
-    admin_key = Registry(postgres_url)
-    admin_key.create_user("pgadmin", admin=True)
-    env["TENANTSERVE_KEY"] = admin_key.create_key("pgadmin")
+@pytest.fixture
+def empty_postgres_url(postgres_url):
+    """A database of its own on the same server, with nothing in it."""
+    admin = sa.create_engine(POSTGRES, isolation_level="AUTOCOMMIT")
+    name = f"tenantserve_{uuid.uuid4().hex[:10]}"
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    yield admin.url.set(database=name).render_as_string(hide_password=False)
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
-    def platform(*args: str) -> str:
-        result = subprocess.run([exe, *args], capture_output=True, text=True, env=env, timeout=180)
-        assert result.returncode == 0, result.stdout + result.stderr
-        return result.stdout
 
-    admin_key.create_user("pguser")  # the operator's direct access: the control plane's API uses the platform's registry
-    key = admin_key.create_key("pguser")
-    platform("deploy", f"{APPS}/versioned.py::Versioned", "--user", "pguser", "--app-name", "on-postgres")
-    assert httpx.post(f"{base_url}/pguser/on-postgres/").status_code == 401
-    answer = httpx.post(f"{base_url}/pguser/on-postgres/", headers={"Authorization": f"Key {key}"})
-    assert answer.json()["version"] == "v1"
-    assert "pguser/on-postgres" in platform("apps", "list", "--user", "pguser")
-    platform("apps", "delete", "pguser/on-postgres")
+def test_platform_on_postgresql(empty_postgres_url, tmp_path) -> None:
+    """A platform whose registry is PostgreSQL: its first user, a deploy through the
+    control-plane API, keys checked against that registry by the app's ingress."""
+    postgres_url = empty_postgres_url
+    home = tmp_path / "home"
+    env = {"TENANTSERVE_DB": postgres_url, "TENANTSERVE_HOME": str(home), "HOME": str(tmp_path / "user"),
+           "TENANTSERVE_KEY": ""}
+    try:
+        platform_cmd("up", f"--port={free_port()}", f"--http-port={free_port()}", f"--dashboard-port={free_port()}",
+                     env=env)
+        base = json.loads((home / "cluster.json").read_text())["http_url"]
+        admin = platform_cmd("whoami", env=env).stdout.strip().splitlines()[-1]  # the first caller: the admin
+        key = platform_cmd("users", "create", "pguser", env=env).stdout.strip().splitlines()[-1]
+        platform_cmd("deploy", f"{APPS}/versioned.py::Versioned", "--user", "pguser", "--app-name", "on-postgres",
+                     env=env)
+        assert httpx.post(f"{base}/pguser/on-postgres/").status_code == 401
+        answer = httpx.post(f"{base}/pguser/on-postgres/", headers={"Authorization": f"Key {key}"})
+        assert answer.json()["version"] == "v1"
+        assert "pguser/on-postgres" in platform_cmd("apps", "list", "--user", "pguser", env=env).stdout
+        registry = Registry(postgres_url)
+        assert registry.get("pguser", "on-postgres") is not None and registry.user(admin)
+        platform_cmd("apps", "delete", "pguser/on-postgres", env=env)
+    finally:
+        platform_cmd("down", check=False, env=env)
 
 
 def test_each_user_gets_a_number_of_their_own(registry_url) -> None:

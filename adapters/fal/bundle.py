@@ -83,7 +83,7 @@ class AppBundle:
 MAX_LOCAL_MODULE_BYTES = 20 * 1024 * 1024
 
 
-def _module_files(name: str, app_dir: Path) -> dict[str, str]:
+def module_files(name: str, app_dir: Path) -> dict[str, str]:
     """The files of a `local_python_modules` entry, found beside the app file or on sys.path."""
     top = name.split(".")[0]
     candidates = [app_dir / top, app_dir / f"{top}.py"]
@@ -139,7 +139,7 @@ def prepare(ref: str, owner: str, app_name: Optional[str] = None) -> AppBundle:
         source=source,
         options=options,
         local_files={
-            path: data for name in options.local_python_modules for path, data in _module_files(name, app_dir).items()
+            path: data for name in options.local_python_modules for path, data in module_files(name, app_dir).items()
         },
         endpoints={e.name: e.path for e in endpoints if not e.is_websocket},
     )

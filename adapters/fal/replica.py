@@ -168,7 +168,8 @@ class FalAppReplica:
         }
         (mounts.app / "spec.json").write_text(json.dumps(spec))
         env = self._runner_env(platform_config, python, seen, replica_id)
-        if spare is not None and not await asyncio.to_thread(spare.until_warm, bundle.options.startup_timeout):
+        warm_within = min(spare_runner.WARM_WITHIN_S, bundle.options.startup_timeout)
+        if spare is not None and not await asyncio.to_thread(spare.until_warm, warm_within):
             spare = None
         if self._uid is not None:  # after a spare is warm: until then it writes in its /tmp as root
             for folder in (mounts.scratch, mounts.sockets):

@@ -144,9 +144,10 @@ def _gpu_binds(gpus: Sequence[int]) -> list[str]:
 
 
 def command(argv: Sequence[str], mounts: Mounts, env: Mapping[str, str], info_fd: Optional[int] = None,
-            uid: Optional[int] = None, switches_user: bool = False) -> list[str]:
+            uid: Optional[int] = None, switches_user: bool = False, network: bool = True) -> list[str]:
     """`argv` inside the sandbox, with exactly `env` as its environment, as OS user `uid`
     (None: the caller's); bubblewrap writes the sandboxed process's pid as JSON to `info_fd`.
+    `network=False`: no network at all (reading an app's options needs none).
     `switches_user`: the process becomes its owner's user itself, later (a spare runner),
     keeping only the two capabilities that takes until then."""
     if unsandboxed():
@@ -154,7 +155,7 @@ def command(argv: Sequence[str], mounts: Mounts, env: Mapping[str, str], info_fd
     check()
     args = [str(bwrap()), "--die-with-parent", "--new-session", "--unshare-pid", "--unshare-ipc",
             "--unshare-uts", "--unshare-cgroup-try", "--hostname", "runner"]
-    if os.environ.get(NETWORK_VAR) == "none":
+    if not network or os.environ.get(NETWORK_VAR) == "none":
         args.append("--unshare-net")
     # /tmp first: binds below it (an environment or interpreter under /tmp) go on top of it.
     args += ["--tmpfs", "/", "--bind", str(mounts.scratch), "/tmp", "--proc", "/proc", "--dev", "/dev",

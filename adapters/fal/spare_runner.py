@@ -43,6 +43,8 @@ RUNNER_MODULE = "tenantserve_runner"
 SPARE_VAR = "TENANTSERVE_SPARE_RUNNERS"
 ROOT = Path(tempfile.gettempdir()) / "tenantserve-runners"
 UNCLAIMED_BUSY_S = 30.0
+# A spare that is not warm by then (a loaded node) is dropped: a runner of the replica's own starts.
+WARM_WITHIN_S = 60.0
 WARM_LINE = b"tenantserve-spare-warm\n"  # the spare's only output before its claim
 
 _MS_BIND, _MS_SHARED, _MNT_DETACH = 4096, 1 << 20, 2
