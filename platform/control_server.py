@@ -323,7 +323,7 @@ class ControlPlane:
     @api.post("/v1/apps/plan")
     async def plan(self, body: DeployRequest, user: Optional[str] = None,
                    authorization: Optional[str] = Header(None)) -> dict[str, Any]:
-        """What a deploy of the upload would create (`platform deploy --dry-run --remote`)."""
+        """What a deploy of the upload would create, read on the server (the CLI's `--dry-run` reads it locally)."""
         control = await asyncio.to_thread(self._apps, authorization)
         bundle, found = await asyncio.to_thread(control.read, body.app, user, body.app_name)
         if body.auth:

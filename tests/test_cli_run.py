@@ -12,11 +12,14 @@ from pathlib import Path
 from conftest import APPS
 
 
-def test_run_serves_until_interrupted(cluster, http, keys) -> None:
+def test_run_serves_until_interrupted(cluster, http, keys, tmp_path) -> None:
+    """As a user whose shell holds only the platform's URL and a key."""
     exe = shutil.which("platform") or str(Path(sys.executable).parent / "platform")
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "TENANTSERVE_URL": cluster["http_url"],
+           "TENANTSERVE_KEY": keys["mia"]}
     proc = subprocess.Popen(
-        [exe, "run", f"{APPS}/versioned.py::Versioned", "--user", "mia"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [exe, "run", f"{APPS}/versioned.py::Versioned"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=env,
     )
     try:
         url = None

@@ -97,6 +97,21 @@ def test_gpu_apps_run_on_the_gpu_node_and_report_its_loss(tmp_path) -> None:
             "the GPU app to serve again",
         )
         assert answer["node_id"] == new_node["id"]
+
+        # An operator on the head of a cluster that this machine did not start (`ray up`,
+        # KubeRay): `platform up --address` brings the services and apps up, idempotently,
+        # and records the cluster so that the CLI there finds the platform.
+        state = tmp_path / "home" / "cluster.json"
+        started = state.read_text()
+        state.unlink()
+        try:
+            attached = platform_cmd("up", "--address", head, env={**env, "RAY_AUTH_MODE": "token"}).stdout
+            assert "Platform up on the Ray cluster" in attached
+            assert json.loads(state.read_text())["started_here"] is False
+            assert platform_cmd("whoami", env={**env, "TENANTSERVE_URL": base}).stdout.split()[0] == user
+            assert httpx.post(f"{base}/{user}/always-on-cpu/", timeout=30).status_code == 200
+        finally:
+            state.write_text(started)  # this test's `down` stops the cluster it started
     finally:
         platform_cmd("down", check=False, env=env)
         _stop_worker(worker)
