@@ -4,7 +4,17 @@ The public Python surface is deliberately small: `get_handle` calls a deployed a
 from a driver or from another Serve deployment. Everything else is the `platform` CLI.
 """
 
-from tenantserve.platform.handles import AppHandle, get_handle
+from typing import Any
 
 __all__ = ["AppHandle", "get_handle"]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    """`get_handle` and `AppHandle` import Ray when first used, not with the package (the
+    `platform` CLI's `--help` stays light)."""
+    if name in __all__:
+        from tenantserve.platform import handles
+
+        return getattr(handles, name)
+    raise AttributeError(f"module 'tenantserve' has no attribute {name!r}")

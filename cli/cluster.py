@@ -8,8 +8,9 @@ from typing import Optional
 import click
 
 from tenantserve.platform import cluster
+from tenantserve.platform.registry import Registry
 
-from .common import console, friendly_errors, restore_registered_apps
+from .common import bootstrap_admin, console, friendly_errors, restore_registered_apps
 
 
 @click.command()
@@ -44,6 +45,7 @@ def up(
         with console.status("Connecting to the Ray cluster"):
             info = cluster.attach(address)
         restore_registered_apps()
+        bootstrap_admin(Registry())
         console.print(f"Platform up on the Ray cluster at {info.address}. HTTP: {info.http_url}")
         return
     if bool(tls_cert) != bool(tls_key):
@@ -60,6 +62,7 @@ def up(
         )
     if info.fresh:
         restore_registered_apps()
+    bootstrap_admin(Registry())
     console.print(f"Platform up. Ray: {info.address}  HTTP: {info.http_url} ({info.ingress})")
     _say_how_runners_run()
     console.print(f"Ray dashboard: {info.dashboard_url}  Metrics (Prometheus): {info.metrics_url}")

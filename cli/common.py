@@ -95,17 +95,24 @@ def save_key(key: str) -> None:
     path.chmod(0o600)
 
 
+def bootstrap_admin(registry: Registry) -> Optional[str]:
+    """On a platform with no users yet, make this machine's user its admin and save the
+    key in the state directory (the operator's direct access); returns the key."""
+    if configured_key() is not None or registry.has_users():
+        return None
+    name = check_name("user", default_user())
+    registry.create_user(name, admin=True)
+    key = registry.create_key(name, label="bootstrap")
+    save_key(key)
+    # On stderr: a command's own output (`status --json`, a new key) stays parseable.
+    click.echo(f"Created admin user {name}; its API key is in {_credentials_file()}", err=True)
+    return key
+
+
 def caller(registry: Registry) -> Principal:
-    """The user behind the configured key. On a platform with no users yet, the first
-    caller becomes its admin, with a key saved in the state directory."""
-    key = configured_key()
-    if key is None and not registry.has_users():
-        name = check_name("user", default_user())
-        registry.create_user(name, admin=True)
-        key = registry.create_key(name, label="bootstrap")
-        save_key(key)
-        # On stderr: a command's own output (`status --json`, a new key) stays parseable.
-        click.echo(f"Created admin user {name}; its API key is in {_credentials_file()}", err=True)
+    """The user behind the configured key; on a platform with no users yet, the first
+    caller becomes its admin."""
+    key = bootstrap_admin(registry) or configured_key()
     if key is None:
         raise click.ClickException(NO_KEY)
     who = principal(registry, key)

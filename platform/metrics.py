@@ -7,6 +7,8 @@ replica health, proxy latency) carry the same app as `application="<tenant>.<app
 
 from __future__ import annotations
 
+import asyncio
+
 import os
 import time
 from pathlib import Path
@@ -63,17 +65,30 @@ class AppMetrics:
         for metric in (self.in_flight, self.replicas):
             metric.set_default_tags(replica_tags)
         self._active = 0
+        self._serving = False
 
     def replica_ready(self, setup_s: float) -> None:
         self.cold_starts.inc()
         self.setup_seconds.observe(setup_s)
         age = _process_age_s()
         self.cold_start_seconds.observe(age if age is not None else setup_s)
+        self._serving = True
         self.replicas.set(1)
         self.in_flight.set(0)
 
     def replica_stopped(self) -> None:
+        self._serving = False
         self.replicas.set(0)
+
+    async def keep_gauges_fresh(self, every_s: float = 5.0) -> None:
+        """Set the gauges again while the replica serves: Ray's metrics agent drops a gauge's
+        series that has not been reported for two export intervals (a loaded node's late
+        export), and a gauge set once would then stay missing."""
+        while self._serving:
+            await asyncio.sleep(every_s)
+            if self._serving:
+                self.replicas.set(1)
+                self.in_flight.set(self._active)
 
     def answered(self, code: int, seconds: float) -> None:
         """Count one answered request (HTTP ones are counted by `wrap`)."""

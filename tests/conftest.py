@@ -61,17 +61,26 @@ def platform_cmd(
     return result
 
 
+DOWNLOAD_PORT = free_port()  # the one local port the session's runners may download from
+
+
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     home = tmp_path_factory.mktemp("tenantserve-home")
     os.environ["TENANTSERVE_HOME"] = str(home)
     os.environ.pop("RAY_ADDRESS", None)
     http_port = free_port()
+    # The operator's settings, read where the platform runs (its control plane deploys):
+    # a file the autoscaler tests write node groups into, and a local host runners may
+    # download from (fal refuses private addresses).
+    operator = {"TENANTSERVE_AUTOSCALER_CONFIG": str(home / "ray_bootstrap_config.yaml"),
+                "TENANTSERVE_DOWNLOAD_HOSTS": f"127.0.0.1:{DOWNLOAD_PORT}"}
     platform_cmd(
         "up", f"--port={free_port()}", f"--http-port={http_port}", f"--dashboard-port={free_port()}",
-        "--num-cpus=8", "--num-gpus=1", "--resources", json.dumps({"accelerator_type:A100": 1}),
+        "--num-cpus=8", "--num-gpus=1", "--resources", json.dumps({"accelerator_type:A100": 1}), env=operator,
     )
-    info = json.loads((home / "cluster.json").read_text())
+    info = {**json.loads((home / "cluster.json").read_text()), "autoscaler_config": operator["TENANTSERVE_AUTOSCALER_CONFIG"],
+            "download_port": DOWNLOAD_PORT}
     from tenantserve.platform.cluster import connect
 
     connect(start=False)  # this process's Ray and Serve calls go to the session's cluster, never a new one

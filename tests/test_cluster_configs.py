@@ -3,6 +3,7 @@ deploys onto an autoscaling cluster whose GPU group has no node yet."""
 
 import json
 import shlex
+from pathlib import Path
 
 import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
@@ -41,8 +42,8 @@ def test_kuberay_manifest_has_a_cpu_head_and_a_gpu_group_from_zero() -> None:
     assert service["spec"]["ports"][0]["port"] == 8000
 
 
-def test_gpu_app_waits_for_an_autoscaler_group_instead_of_being_refused(cli, tmp_path, monkeypatch) -> None:
-    bootstrap = tmp_path / "ray_bootstrap_config.yaml"
+def test_gpu_app_waits_for_an_autoscaler_group_instead_of_being_refused(cli, cluster) -> None:
+    bootstrap = Path(cluster["autoscaler_config"])  # where the session's platform reads node groups
     bootstrap.write_text(yaml.safe_dump({
         "head_node_type": "head",
         "available_node_types": {
@@ -51,8 +52,10 @@ def test_gpu_app_waits_for_an_autoscaler_group_instead_of_being_refused(cli, tmp
                          "max_workers": 2},
         },
     }))
-    monkeypatch.setenv("TENANTSERVE_AUTOSCALER_CONFIG", str(bootstrap))
-    result = cli("deploy", f"{APPS}/gpu.py::WaitsForH100", "--user", "quinn", "--auth", "public")
+    try:
+        result = cli("deploy", f"{APPS}/gpu.py::WaitsForH100", "--user", "quinn", "--auth", "public")
+    finally:
+        bootstrap.unlink()
     assert result.exit_code == 1
     assert "waiting for the autoscaler to add a node of gpu-h100" in result.output
     assert "no node" not in result.output

@@ -163,6 +163,9 @@ def test_every_app_command_works_with_only_the_url_and_a_key(base_url: str, keys
         assert http.post("/api/v1/apps", params={"user": user}, json={"app": upload},
                          headers=tina).status_code in (403, 404), user
     assert http.delete("/api/v1/apps/alice/%2E%2E", headers=tina).status_code in (403, 404)
+    plan = http.post("/api/v1/apps/plan", json={"app": upload, "app_name": "planned"}, headers=tina)
+    assert plan.status_code == 200 and plan.json()["route"] == "/tina/planned", plan.text
+    assert http.post("/tina/planned/", headers=tina).status_code == 404  # a plan deploys nothing
 
     assert "Deleted tina/mine" in platform("apps", "delete", "mine")
     assert http.post("/tina/mine/", headers=tina).status_code == 404

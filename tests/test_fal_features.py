@@ -27,12 +27,12 @@ class _Weights(BaseHTTPRequestHandler):
         pass
 
 
-def test_fal_features_work_as_on_fal(cli, http, base_url, tmp_path, monkeypatch) -> None:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Weights)
+def test_fal_features_work_as_on_fal(cli, http, base_url, tmp_path, cluster) -> None:
+    # On the one local host and port the session's platform lets runners download from
+    # (TENANTSERVE_DOWNLOAD_HOSTS: fal refuses private addresses).
+    server = ThreadingHTTPServer(("127.0.0.1", cluster["download_port"]), _Weights)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     port = server.server_address[1]
-    # The operator lets runners download from this host on its own network (fal refuses private addresses).
-    monkeypatch.setenv("TENANTSERVE_DOWNLOAD_HOSTS", f"127.0.0.1:{port}")
     app_file = tmp_path / "features.py"
     app_file.write_text((APPS / "fal_features.py").read_text().replace("http://127.0.0.1:1/", f"http://127.0.0.1:{port}/"))
     try:

@@ -1,5 +1,6 @@
 """Users, API keys and per-app auth modes, through the real HTTP ingress and the CLI."""
 
+import re
 import time
 
 import httpx
@@ -152,6 +153,12 @@ def test_quotas_are_enforced_at_deploy_and_scale(cli, http) -> None:
     too_wide = cli("apps", "scale", "first", "--max-concurrency", "4", as_user="olga")
     assert too_wide.exit_code == 1 and "replicas (sum of max_concurrency) would be 4, the limit is 3" in too_wide.output
     assert cli("apps", "scale", "first", "--max-concurrency", "3", as_user="olga").exit_code == 0
+    wide = next(re.search(r"\b[0-9a-f]{12}\b", line).group() for line in
+                cli("apps", "list-rev", "first", as_user="olga").output.splitlines() if re.search(r"\b\d+/3\b", line))
+    assert cli("apps", "scale", "first", "--max-concurrency", "1", as_user="olga").exit_code == 0
+    assert cli("users", "quota", "olga", "--replicas", "2").exit_code == 0
+    rolled = cli("apps", "set-rev", "first", wide, as_user="olga")  # an older revision counts as a deploy
+    assert rolled.exit_code == 1 and "would be 3, the limit is 2" in rolled.output, rolled.output
 
     gpu = cli("deploy", f"{APPS}/gpu.py::GpuApp", "--app-name", "first", as_user="olga")
     assert gpu.exit_code == 1 and "GPUs" in gpu.output and "the limit is 0" in gpu.output

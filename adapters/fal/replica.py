@@ -197,6 +197,7 @@ class FalAppReplica:
         self._ingress = Ingress(self._runner, bundle.options.request_timeout, self._callers)
         self._metrics = AppMetrics(bundle.owner, bundle.app_name, replica_id)
         self._metrics.replica_ready(setup_s=time.perf_counter() - started)
+        self._gauges = asyncio.ensure_future(self._metrics.keep_gauges_fresh())
         self._ready_at, self._health_misses = time.monotonic(), 0
 
     def _mounts(self, owner_data: Path, python: str, gpus: list[int],
@@ -372,6 +373,8 @@ class FalAppReplica:
         runner = getattr(self, "_runner", None)
         if hasattr(self, "_flusher"):
             self._flusher.cancel()
+        if hasattr(self, "_gauges"):
+            self._gauges.cancel()
         if hasattr(self, "_metrics"):
             self._metrics.replica_stopped()
         if runner is not None:
