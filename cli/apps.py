@@ -10,17 +10,13 @@ import click
 from rich.table import Table
 
 from .client import ControlPlaneClient, for_user
-from .common import console, friendly_errors, parse_since, user_option
+from .common import console, friendly_errors, parse_since, replicas_text, user_option
 from .deploy import follow_deploy
 
 
 @click.group("apps")
 def apps_group() -> None:
     """List and delete deployed apps."""
-
-
-def replicas_text(replicas: dict[str, int]) -> str:
-    return ", ".join(f"{n} {s.lower()}" for s, n in sorted(replicas.items())) or "0"
 
 
 @apps_group.command("list")
@@ -93,9 +89,7 @@ def scale(name: str, keep_alive: Optional[float], min_concurrency: Optional[int]
         "keep_alive": keep_alive, "min_concurrency": min_concurrency,
         "max_concurrency": max_concurrency, "max_multiplexing": max_multiplexing,
     }.items() if v is not None}
-    if not changes:
-        raise click.ClickException("nothing to change: give --keep-alive, --min-concurrency, --max-concurrency or --max-multiplexing")
-    client = ControlPlaneClient()
+    client = ControlPlaneClient()  # it says when there is nothing to change
     done = follow_deploy(client.stream("PATCH", f"{client.app_path(name, user)}/scaling", json=changes), name)
     console.print(f"{done['owner']}/{done['app']} scaled: " + ", ".join(f"{k}={v}" for k, v in changes.items())
                   + f" (revision {done['revision']})")

@@ -43,6 +43,11 @@ user_option = click.option(
 SINCE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
+def replicas_text(replicas: dict[str, int]) -> str:
+    """`{"RUNNING": 2, "STARTING": 1}` -> `2 running, 1 starting`; none: `0`."""
+    return ", ".join(f"{n} {s.lower()}" for s, n in sorted(replicas.items())) or "0"
+
+
 def parse_since(value: Optional[str]) -> Optional[datetime]:
     """`--since`: `30m`, `2h`, `7d` ago, or an ISO 8601 time (this machine's local time
     unless it says otherwise)."""

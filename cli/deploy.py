@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import signal
 import threading
-from dataclasses import replace
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional, TypeVar
 
 import click
 
-from tenantserve.adapters.fal.bundle import AppBundle, prepare
+from tenantserve.adapters.fal.bundle import prepare
 from tenantserve.adapters.fal.loader import AppLoadError
 from tenantserve.adapters.fal.options import OptionsError
 from tenantserve.adapters.fal.upload import AppUpload, collect
@@ -22,21 +21,14 @@ from .plan import print_plan
 AUTH_MODES = click.Choice(["private", "shared", "public"])
 
 
-def _load(ref: str, owner: str, app_name: Optional[str], auth: Optional[str]) -> AppBundle:
-    with console.status(f"Loading {ref}"):
-        try:
-            bundle = prepare(ref, owner=owner, app_name=app_name)
-        except (AppLoadError, OptionsError) as error:
-            raise click.ClickException(str(error)) from None
-    if auth is not None:
-        bundle = replace(bundle, options=bundle.options.model_copy(update={"app_auth": auth}))
-    return bundle
+T = TypeVar("T")
 
 
-def _collect(ref: str) -> AppUpload:
+def _loaded(ref: str, load: Callable[[], T]) -> T:
+    """Load the app file on this machine, its errors as the command's."""
     with console.status(f"Loading {ref}"):
         try:
-            return collect(ref)
+            return load()
         except (AppLoadError, OptionsError) as error:
             raise click.ClickException(str(error)) from None
 
@@ -79,9 +71,10 @@ def deploy(ref: str, app_name: Optional[str], auth: Optional[str], dry_run: bool
            user: Optional[str]) -> None:
     """Deploy an App class; wait until it answers and print its URL."""
     if dry_run:
-        return print_plan(_load(ref, user or default_user(), app_name, auth), as_json)
+        bundle = _loaded(ref, lambda: prepare(ref, owner=user or default_user(), app_name=app_name))
+        return print_plan(bundle.with_auth(auth), as_json)
     client = ControlPlaneClient()
-    upload = _collect(ref)
+    upload = _loaded(ref, lambda: collect(ref))
     done = follow_deploy(client.stream("POST", "/apps", json=_request(upload, app_name, auth), params=for_user(user)),
                          ref)
     console.print(f"[green]Deployed[/green] {done['owner']}/{done['app']} (revision {done['revision']})")
@@ -95,7 +88,7 @@ def deploy(ref: str, app_name: Optional[str], auth: Optional[str], dry_run: bool
 def run(ref: str, user: Optional[str]) -> None:
     """Serve an App class, public, until Ctrl-C, then remove it."""
     client = ControlPlaneClient()
-    upload = _collect(ref)
+    upload = _loaded(ref, lambda: collect(ref))
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

@@ -12,7 +12,7 @@ from tenantserve.platform.apps import AppStatus
 from tenantserve.platform.status import NodeRow, PlatformStatus
 
 from .client import ControlPlaneClient
-from .common import console, friendly_errors
+from .common import console, friendly_errors, replicas_text
 
 
 def _amount(resources: Mapping[str, float], name: str) -> float:
@@ -49,7 +49,7 @@ def _print(status: PlatformStatus) -> None:
     apps = Table("app", "state", "replicas", "machine", "nodes", "why not running / last error",
                  title="Apps", title_justify="left")
     for app in status.apps:
-        replicas = ", ".join(f"{n} {s.lower()}" for s, n in sorted(app.replicas.items())) or "0"
+        replicas = replicas_text(app.replicas)
         where = ", ".join(sorted({node[:12] for node in app.nodes})) or "-"
         apps.add_row(f"{app.owner}/{app.name}", app.status, replicas, app.machine_type, where, _why(app))
     console.print(apps if status.apps else "No apps deployed.")

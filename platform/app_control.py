@@ -13,7 +13,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any, Callable, Optional
 
-from tenantserve.adapters.fal.bundle import AppBundle
+from tenantserve.adapters.fal.bundle import SCALING_OPTIONS, AppBundle
 from tenantserve.adapters.fal.loader import AppLoadError
 from tenantserve.adapters.fal.options import AppOptions, OptionsError
 from tenantserve.adapters.fal.sandbox import SandboxUnavailable, runner_uid
@@ -29,7 +29,6 @@ from .runners import Runner, RunnerError, kill_runner, list_runners
 from .status import PlatformStatus, platform_status
 
 Progress = Callable[[str], None]
-SCALING = ("keep_alive", "min_concurrency", "max_concurrency", "max_multiplexing")
 
 
 class AppControl(Acting):
@@ -85,11 +84,6 @@ class AppControl(Acting):
         self._record("app.deploy", target, revision=revision, registered=register)
         return bundle, url
 
-    def with_auth(self, bundle: AppBundle, auth: Optional[str]) -> AppBundle:
-        if auth is None:
-            return bundle
-        return replace(bundle, options=bundle.options.model_copy(update={"app_auth": auth}))
-
     def revision(self, owner: str, app: str, revision: str) -> AppBundle:
         """The registered revision of an app whose id starts with `revision`."""
         bundle = self._registered(owner, app)
@@ -102,7 +96,7 @@ class AppControl(Acting):
     def rescaled(self, owner: str, app: str, changes: dict[str, Any]) -> AppBundle:
         """The app's serving revision with new autoscaling options (its replicas keep running)."""
         bundle = self._registered(owner, app)
-        changes = {k: v for k, v in changes.items() if k in SCALING and v is not None}
+        changes = {k: v for k, v in changes.items() if k in SCALING_OPTIONS and v is not None}
         if not changes:
             raise AccessError(422, "nothing to change: give --keep-alive, --min-concurrency, --max-concurrency "
                                    "or --max-multiplexing")

@@ -318,7 +318,7 @@ class ControlPlane:
         control = await asyncio.to_thread(self._apps, authorization)
         bundle, _ = await asyncio.to_thread(control.read, body.app, user, body.app_name)
         auth = body.auth or ("public" if body.ephemeral else None)
-        return self._deploy_stream(control, control.with_auth(bundle, auth), body.ephemeral)
+        return self._deploy_stream(control, bundle.with_auth(auth), body.ephemeral)
 
     @api.post("/v1/apps/plan")
     async def plan(self, body: DeployRequest, user: Optional[str] = None,

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Callable
 
 
 def serve_connected() -> Any:
@@ -32,3 +36,22 @@ def replica_pids(app_name: str) -> list[int]:
 
     actors = list_actors(filters=[("state", "=", "ALIVE")], limit=10_000)
     return [a.pid for a in actors if (a.name or "").startswith(f"SERVE_REPLICA::{app_name}#")]
+
+
+PLATFORM = str(Path(sys.executable).parent / "platform")
+
+
+def laptop_env(base_url: str, key: str, home: Path) -> dict[str, str]:
+    """A shell on another machine: the platform's URL and a key, nothing of this one's."""
+    return {"PATH": os.environ["PATH"], "HOME": str(home), "TENANTSERVE_URL": base_url, "TENANTSERVE_KEY": key}
+
+
+def laptop_cli(env: dict[str, str], timeout: float = 600) -> Callable[..., str]:
+    """`platform(*args, ok=True)` in that shell: its output, asserting how it exited."""
+
+    def platform(*args: str, ok: bool = True) -> str:
+        result = subprocess.run([PLATFORM, *args], capture_output=True, text=True, env=env, timeout=timeout)
+        assert (result.returncode == 0) == ok, result.stdout + result.stderr
+        return result.stdout + result.stderr
+
+    return platform

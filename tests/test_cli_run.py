@@ -1,7 +1,6 @@
 """`platform run` serves an ephemeral app until Ctrl-C, then removes it."""
 
 import re
-import os
 import shutil
 import signal
 import subprocess
@@ -10,16 +9,15 @@ import time
 from pathlib import Path
 
 from conftest import APPS
+from helpers import laptop_cli, laptop_env
 
 
 def test_run_serves_until_interrupted(cluster, http, keys, tmp_path) -> None:
     """As a user whose shell holds only the platform's URL and a key."""
     exe = shutil.which("platform") or str(Path(sys.executable).parent / "platform")
-    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "TENANTSERVE_URL": cluster["http_url"],
-           "TENANTSERVE_KEY": keys["mia"]}
     proc = subprocess.Popen(
         [exe, "run", f"{APPS}/versioned.py::Versioned"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env=env,
+        env=laptop_env(cluster["http_url"], keys["mia"], tmp_path),
     )
     try:
         url = None
@@ -49,15 +47,9 @@ def test_run_serves_until_interrupted(cluster, http, keys, tmp_path) -> None:
 def test_deploy_from_another_machine_by_url(cluster, http, keys, tmp_path) -> None:
     """A CLI on a machine that never ran `platform up` reaches the platform through
     TENANTSERVE_URL alone (no database URL, no Ray address), acting as the user its key belongs to."""
-    exe = shutil.which("platform") or str(Path(sys.executable).parent / "platform")
-    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path / "elsewhere"), "TENANTSERVE_URL": cluster["http_url"],
-           "TENANTSERVE_KEY": keys["remote"]}
-    result = subprocess.run(
-        [exe, "deploy", f"{APPS}/async_setup.py::AsyncLoader", "--app-name", "far", "--auth", "shared"],
-        capture_output=True, text=True, env=env, timeout=300,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert f"{cluster['http_url']}/remote/far" in result.stdout
+    platform = laptop_cli(laptop_env(cluster["http_url"], keys["remote"], tmp_path / "elsewhere"))
+    deployed = platform("deploy", f"{APPS}/async_setup.py::AsyncLoader", "--app-name", "far", "--auth", "shared")
+    assert f"{cluster['http_url']}/remote/far" in deployed
     assert http.post("/remote/far/").status_code == 401
     answer = http.post("/remote/far/", headers={"Authorization": f"Key {keys['mia']}"})
     assert answer.json()["model"] == "loaded asynchronously"

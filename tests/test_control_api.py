@@ -3,14 +3,11 @@ call authorized on the server, every change in the audit log."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import httpx
 
 from conftest import APPS, wait_until
+from helpers import laptop_cli, laptop_env
 
 
 def _as(key: str | None) -> dict[str, str]:
@@ -82,13 +79,8 @@ def test_an_admin_manages_users_and_reads_the_audit_log(http: httpx.Client, keys
 
 def test_the_cli_needs_only_the_platforms_url_and_a_key(base_url: str, keys: dict[str, str], tmp_path) -> None:
     """A second user's shell, on a laptop: no state directory, no database URL, no Ray address."""
-    exe = str(Path(sys.executable).parent / "platform")
-    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "TENANTSERVE_URL": base_url, "TENANTSERVE_KEY": keys["rita"]}
-
-    def platform(*args: str, ok: bool = True) -> str:
-        result = subprocess.run([exe, *args], capture_output=True, text=True, env=env, timeout=120)
-        assert (result.returncode == 0) == ok, result.stdout + result.stderr
-        return result.stdout + result.stderr
+    env = laptop_env(base_url, keys["rita"], tmp_path)
+    platform = laptop_cli(env, timeout=120)
 
     assert platform("whoami").strip() == "rita"
     new_key = platform("keys", "create", "--label", "laptop").strip().splitlines()[-1]
@@ -113,13 +105,7 @@ def test_every_app_command_works_with_only_the_url_and_a_key(base_url: str, keys
                                                              http: httpx.Client) -> None:
     """A second user deploys, rolls back, scales, lists, reads logs and status, and deletes,
     with a shell that holds only the platform's URL and a key; another user's apps are out of reach."""
-    exe = str(Path(sys.executable).parent / "platform")
-    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "TENANTSERVE_URL": base_url, "TENANTSERVE_KEY": keys["tina"]}
-
-    def platform(*args: str, ok: bool = True) -> str:
-        result = subprocess.run([exe, *args], capture_output=True, text=True, env=env, timeout=600)
-        assert (result.returncode == 0) == ok, result.stdout + result.stderr
-        return result.stdout + result.stderr
+    platform = laptop_cli(laptop_env(base_url, keys["tina"], tmp_path))
 
     tina = _as(keys["tina"])
     app = tmp_path / "versioned.py"

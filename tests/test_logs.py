@@ -1,13 +1,11 @@
 """`platform logs` shows an app's prints and tracebacks, and only to its owner."""
 
-import os
 import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 from conftest import APPS, deployed
+from helpers import PLATFORM, laptop_env
 
 
 def _logs(cli, *args: str, user: str = "mia", expect: tuple[str, ...] = (), timeout: float = 20) -> str:
@@ -43,13 +41,11 @@ def test_logs_show_prints_and_tracebacks_to_the_owner(cli, http) -> None:
     assert refused.exit_code == 1 and "bob cannot act as mia" in refused.output
 
 
-def test_logs_follow_streams_lines_as_they_come(cli, http, keys, base_url) -> None:
+def test_logs_follow_streams_lines_as_they_come(cli, http, keys, base_url, tmp_path) -> None:
     """`platform logs --follow` from a shell with only the URL and a key: new lines arrive on the open stream."""
     deployed(cli, f"{APPS}/chatty.py::Chatty", "--user", "mia")
-    env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"), "TENANTSERVE_URL": base_url,
-           "TENANTSERVE_KEY": keys["mia"]}
-    follower = subprocess.Popen([str(Path(sys.executable).parent / "platform"), "logs", "chatty", "--follow",
-                                 "--since", "1s"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    follower = subprocess.Popen([PLATFORM, "logs", "chatty", "--follow", "--since", "1s"], stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, env=laptop_env(base_url, keys["mia"], tmp_path))
     lines: list[str] = []
     threading.Thread(target=lambda: lines.extend(iter(follower.stdout.readline, "")), daemon=True).start()
     try:

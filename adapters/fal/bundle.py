@@ -7,7 +7,7 @@ import hashlib
 import importlib.util
 import json
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional
 
@@ -17,6 +17,10 @@ from .loader import AppLoadError, AppSource, read_source
 from .machines import check_machine_type
 from .options import AppOptions, kebab_case, read_options
 from .routes import find_endpoints
+
+
+# The options Serve changes on running replicas: not part of a bundle's code version.
+SCALING_OPTIONS = ("keep_alive", "min_concurrency", "max_concurrency", "max_multiplexing")
 
 
 @dataclass(frozen=True)
@@ -43,12 +47,17 @@ class AppBundle:
     def code_version(self) -> str:
         """What a replica is built from: everything but the autoscaling options, which
         Serve changes on running replicas. Two bundles with equal code versions share replicas."""
-        scaling = {"keep_alive", "min_concurrency", "max_concurrency", "max_multiplexing"}
         digest = hashlib.sha256()
         digest.update(self.source.digest.encode())
-        digest.update(self.options.model_dump_json(exclude=scaling).encode())
+        digest.update(self.options.model_dump_json(exclude=set(SCALING_OPTIONS)).encode())
         digest.update(json.dumps(self.local_files, sort_keys=True).encode())
         return digest.hexdigest()[:12]
+
+    def with_auth(self, auth: Optional[str]) -> "AppBundle":
+        """The same bundle under another auth mode (`--auth`); None: as it is."""
+        if auth is None:
+            return self
+        return replace(self, options=self.options.model_copy(update={"app_auth": auth}))
 
     def unpack_local_modules(self) -> Optional[Path]:
         """Write the shipped modules under a folder named by revision; return it for sys.path."""
