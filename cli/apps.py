@@ -69,7 +69,7 @@ def list_revisions(name: str, user: Optional[str]) -> None:
 def set_revision(name: str, revision: str, user: Optional[str]) -> None:
     """Serve an earlier (or later) revision of an app: a rollback."""
     client = ControlPlaneClient()
-    done = follow_deploy(client.stream("PUT", f"{client.app_path(name, user)}/revision", json={"revision": revision}),
+    done = follow_deploy(client.deploy_events("PUT", f"{client.app_path(name, user)}/revision", json={"revision": revision}),
                          name)
     console.print(f"{done['owner']}/{done['app']} now serves revision {done['revision']}")
 
@@ -90,7 +90,7 @@ def scale(name: str, keep_alive: Optional[float], min_concurrency: Optional[int]
         "max_concurrency": max_concurrency, "max_multiplexing": max_multiplexing,
     }.items() if v is not None}
     client = ControlPlaneClient()  # it says when there is nothing to change
-    done = follow_deploy(client.stream("PATCH", f"{client.app_path(name, user)}/scaling", json=changes), name)
+    done = follow_deploy(client.deploy_events("PATCH", f"{client.app_path(name, user)}/scaling", json=changes), name)
     console.print(f"{done['owner']}/{done['app']} scaled: " + ", ".join(f"{k}={v}" for k, v in changes.items())
                   + f" (revision {done['revision']})")
 

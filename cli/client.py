@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from typing import Any, Iterator, Optional
 from urllib.parse import quote
 
@@ -17,6 +18,7 @@ from tenantserve.platform.naming import check_name
 from .common import BAD_KEY, NO_KEY, configured_key
 
 URL_VAR = "TENANTSERVE_URL"
+RESUME_TRIES = 10  # a deploy stream that ended early is asked for again this often in a row
 
 
 def platform_url() -> str:
@@ -94,20 +96,46 @@ class ControlPlaneClient:
             raise refused
         return response.json() if response.content else None
 
+    def _events(self, method: str, path: str, **kwargs: Any) -> Iterator[dict[str, Any]]:
+        with self._http.stream(method, path, timeout=httpx.Timeout(60, read=None), **kwargs) as response:
+            if response.status_code >= 400:
+                response.read()
+                raise self._refused(response)  # type: ignore[misc]
+            for line in response.iter_lines():
+                if line.strip():
+                    event = json.loads(line)
+                    if event.get("event") != "heartbeat":
+                        yield event
+
     def stream(self, method: str, path: str, **kwargs: Any) -> Iterator[dict[str, Any]]:
-        """The events of an NDJSON answer (deploy progress, log lines), as they come."""
+        """The events of an NDJSON answer (log lines), as they come."""
         try:
-            with self._http.stream(method, path, timeout=httpx.Timeout(60, read=None), **kwargs) as response:
-                if response.status_code >= 400:
-                    response.read()
-                    raise self._refused(response)  # type: ignore[misc]
-                for line in response.iter_lines():
-                    if line.strip():
-                        event = json.loads(line)
-                        if event.get("event") != "heartbeat":
-                            yield event
+            yield from self._events(method, path, **kwargs)
         except httpx.HTTPError as error:
             raise self._failed(error) from None
+
+    def deploy_events(self, method: str, path: str, **kwargs: Any) -> Iterator[dict[str, Any]]:
+        """A deploy's events, as they come. The deploy goes on on the server when its stream
+        ends early (a proxy reload, a dropped connection): the rest of its events are asked
+        for again, from where the stream stopped, until its last one."""
+        deploy_id, seen, tries = None, 0, 0
+        events = self._events(method, path, **kwargs)
+        while True:
+            try:
+                for event in events:
+                    deploy_id = deploy_id or event.get("deploy_id")
+                    seen += 1
+                    tries = 0
+                    yield event
+                return
+            except httpx.TransportError as error:
+                tries += 1
+                if deploy_id is None or tries > RESUME_TRIES:
+                    raise self._failed(error) from None
+            except httpx.HTTPError as error:
+                raise self._failed(error) from None
+            time.sleep(min(tries, 5))
+            events = self._events("GET", f"/deploys/{deploy_id}", params={"after": seen})
 
     def me(self) -> dict[str, Any]:
         if self._me is None:

@@ -75,7 +75,7 @@ def deploy(ref: str, app_name: Optional[str], auth: Optional[str], dry_run: bool
         return print_plan(bundle.with_auth(auth), as_json)
     client = ControlPlaneClient()
     upload = _loaded(ref, lambda: collect(ref))
-    done = follow_deploy(client.stream("POST", "/apps", json=_request(upload, app_name, auth), params=for_user(user)),
+    done = follow_deploy(client.deploy_events("POST", "/apps", json=_request(upload, app_name, auth), params=for_user(user)),
                          ref)
     console.print(f"[green]Deployed[/green] {done['owner']}/{done['app']} (revision {done['revision']})")
     console.print(f"  URL: {done['url']}  (auth: {done['auth']})")
@@ -94,7 +94,7 @@ def run(ref: str, user: Optional[str]) -> None:
         signal.signal(sig, lambda *_: stop.set())
     accepted: dict[str, Any] = {}
     try:
-        done = follow_deploy(client.stream("POST", "/apps", json=_request(upload, None, "public", ephemeral=True),
+        done = follow_deploy(client.deploy_events("POST", "/apps", json=_request(upload, None, "public", ephemeral=True),
                                            params=for_user(user)), ref, accepted)
         console.print(f"Access your exposed service at {done['url']}")
         console.print("Press Ctrl-C to stop it.")

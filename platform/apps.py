@@ -44,7 +44,7 @@ Progress = Callable[[str], None]
 SERVICE_MODULES = (
     "coldstart.py", "serve_patches.py", "proxy_gate.py", "file_server.py", "files.py", "queue_server.py", "queue.py",
     "auth.py", "bodies.py", "busy.py", "naming.py", "registry.py", "control_server.py", "accounts.py", "secrets.py",
-    "app_control.py",
+    "app_control.py", "deploy_jobs.py",
 )
 
 

@@ -10,7 +10,6 @@ route signatures, and string annotations become query parameters.
 """
 
 import asyncio
-import json
 import logging
 from dataclasses import asdict
 from datetime import datetime
@@ -34,6 +33,7 @@ from .naming import InvalidNameError
 from .registry import Quota, Registry, RegistryError
 from .secrets import SecretBox, load_key
 from .cluster import HEAD_RESOURCE
+from .deploy_jobs import DeployJobs, ndjson_line
 
 if TYPE_CHECKING:
     from .app_control import AppControl
@@ -44,7 +44,6 @@ APP_NAME = "control"
 ROUTE = "/api"
 PRUNE_EVERY_S = 3600
 Progress = Callable[[str], None]
-HEARTBEAT_S = 10  # a line this often while a deploy waits: proxies keep the stream open
 LOGS_EVERY_S = 1.0
 
 api = FastAPI(title="tenantserve control plane", version="1")
@@ -142,45 +141,19 @@ class Scaling(BaseModel):
     max_multiplexing: Optional[int] = Field(None, ge=1)
 
 
-def _line(event: dict[str, Any]) -> bytes:
-    return (json.dumps(event) + "\n").encode()
+def _outcome(work: Callable[[Progress], dict[str, Any]], progress: Progress) -> dict[str, Any]:
+    """A deploy's last event: `done` with what `work` returned, or `failed` with why."""
+    from . import apps
 
-
-async def _progress_stream(first: dict[str, Any], work: Callable[[Progress], dict[str, Any]]) -> AsyncIterator[bytes]:
-    """NDJSON: `first`, `progress` lines while `work` runs in a thread, then `done` (with
-    what it returned) or `failed` (with why). A client that goes away does not stop the work."""
-    yield _line(first)
-    loop = asyncio.get_running_loop()
-    events: asyncio.Queue = asyncio.Queue()
-
-    def progress(line: str) -> None:
-        loop.call_soon_threadsafe(events.put_nowait, {"event": "progress", "line": line})
-
-    def run() -> None:
-        from . import apps
-
-        try:
-            result = {"event": "done", **work(progress)}
-        except apps.DeployError as error:
-            result = {"event": "failed", "detail": str(error)}
-        except AccessError as error:
-            result = {"event": "failed", "detail": error.detail}
-        except Exception as error:
-            logger.exception("control plane: a deploy failed")
-            result = {"event": "failed", "detail": f"{type(error).__name__}: {error}"}
-        loop.call_soon_threadsafe(events.put_nowait, result)
-
-    worker = asyncio.ensure_future(asyncio.to_thread(run))
-    while True:
-        try:
-            event = await asyncio.wait_for(events.get(), HEARTBEAT_S)
-        except asyncio.TimeoutError:
-            yield _line({"event": "heartbeat"})
-            continue
-        yield _line(event)
-        if event["event"] != "progress":
-            await worker
-            return
+    try:
+        return {"event": "done", **work(progress)}
+    except apps.DeployError as error:
+        return {"event": "failed", "detail": str(error)}
+    except AccessError as error:
+        return {"event": "failed", "detail": error.detail}
+    except Exception as error:
+        logger.exception("control plane: a deploy failed")
+        return {"event": "failed", "detail": f"{type(error).__name__}: {error}"}
 
 
 def _deployed(bundle: AppBundle, url: str) -> dict[str, Any]:
@@ -203,6 +176,7 @@ class ControlPlane:
         self.registry = Registry(config["registry_url"], migrate_schema=False)
         self.box = SecretBox(load_key(Path(config["secret_key_file"]), create=True))
         self.audit_days = float(config["audit_days"])
+        self.deploys = DeployJobs()
         self._pruner = asyncio.get_running_loop().create_task(self._prune_forever())
 
     async def _prune_forever(self) -> None:
@@ -237,7 +211,8 @@ class ControlPlane:
             return _deployed(*control.deploy(bundle, progress, register=not ephemeral))
 
         accepted = {"event": "accepted", "owner": bundle.owner, "app": bundle.app_name, "revision": bundle.revision}
-        return _ndjson(_progress_stream(accepted, work))
+        job = self.deploys.start(bundle.owner, accepted, lambda progress: _outcome(work, progress))
+        return _ndjson(job.follow())
 
     def check_health(self) -> None:
         if self._pruner.done():
@@ -357,6 +332,17 @@ class ControlPlane:
         bundle = await asyncio.to_thread(control.rescaled, owner, app, body.model_dump())
         return self._deploy_stream(control, bundle)
 
+    @api.get("/v1/deploys/{deploy_id}", responses={200: {"description": "NDJSON: the deploy's events from `after` on"}})
+    async def deploy_events(self, deploy_id: str, after: int = Query(0, ge=0),
+                            authorization: Optional[str] = Header(None)) -> StreamingResponse:
+        """The rest of a deploy's events, for a client whose stream ended before the deploy did."""
+        control = await asyncio.to_thread(self._apps, authorization)
+        job = self.deploys.get(deploy_id)
+        if job is None or not (control.who.admin or control.who.user == job.owner):
+            raise AccessError(404, f"no deploy {deploy_id} (the control plane keeps a deploy's events "
+                                   "for 15 minutes, and not across its own restart)")
+        return _ndjson(job.follow(after))
+
     @api.get("/v1/apps/{owner}/{app}/runners")
     def runners(self, owner: str, app: str, authorization: Optional[str] = Header(None)) -> list[dict[str, Any]]:
         return [asdict(runner) for runner in self._apps(authorization).runners(owner, app)]
@@ -376,7 +362,7 @@ class ControlPlane:
             found, printed = first, 0
             while True:
                 for line in found[printed:]:
-                    yield _line({"line": line.render(), "time": line.time.isoformat(), "replica": line.replica,
+                    yield ndjson_line({"line": line.render(), "time": line.time.isoformat(), "replica": line.replica,
                                  "level": line.level, "message": line.message, "request_id": line.request_id})
                 printed = len(found)
                 if not follow:

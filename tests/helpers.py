@@ -55,3 +55,62 @@ def laptop_cli(env: dict[str, str], timeout: float = 600) -> Callable[..., str]:
         return result.stdout + result.stderr
 
     return platform
+
+
+class CuttingProxy:
+    """A TCP proxy to the platform that cuts every connection whose request starts with
+    `cut_request` once the answer has carried `cut_after`: a proxy reload or a dropped
+    laptop connection in the middle of a streamed answer."""
+
+    def __init__(self, base_url: str, cut_request: bytes, cut_after: bytes) -> None:
+        import socket
+        import threading
+        from urllib.parse import urlsplit
+
+        target = urlsplit(base_url)
+        self._target = (target.hostname, target.port)
+        self.cut_request, self.cut_after, self.cuts = cut_request, cut_after, 0
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._server.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        while True:
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self._target)
+            threading.Thread(target=self._relay, args=(client, upstream), daemon=True).start()
+
+    def _relay(self, client: Any, upstream: Any) -> None:
+        import select
+
+        cutting, answered = False, b""
+        try:
+            while True:
+                readable, _, _ = select.select([client, upstream], [], [], 120)
+                if not readable:
+                    return
+                for sock in readable:
+                    data = sock.recv(65536)
+                    if not data:
+                        return
+                    if sock is client:
+                        cutting = cutting or data.startswith(self.cut_request)
+                        upstream.sendall(data)
+                        continue
+                    client.sendall(data)
+                    answered += data
+                    if cutting and self.cut_after in answered:
+                        self.cuts += 1
+                        return
+        finally:
+            client.close()
+            upstream.close()
+
+    def close(self) -> None:
+        self._server.close()

@@ -3,11 +3,12 @@ call authorized on the server, every change in the audit log."""
 
 from __future__ import annotations
 
+import json
 
 import httpx
 
 from conftest import APPS, wait_until
-from helpers import laptop_cli, laptop_env
+from helpers import CuttingProxy, laptop_cli, laptop_env
 
 
 def _as(key: str | None) -> dict[str, str]:
@@ -156,3 +157,28 @@ def test_every_app_command_works_with_only_the_url_and_a_key(base_url: str, keys
     assert "Deleted tina/mine" in platform("apps", "delete", "mine")
     assert http.post("/tina/mine/", headers=tina).status_code == 404
     assert not (tmp_path / ".tenantserve").exists() or not list((tmp_path / ".tenantserve").glob("*.db"))
+
+
+def test_a_deploy_goes_on_when_its_stream_drops_and_the_cli_picks_it_up(base_url: str, keys: dict[str, str],
+                                                                       tmp_path, http: httpx.Client) -> None:
+    """A connection cut in the middle of a deploy ends the stream, not the deploy: the CLI asks
+    for the rest of its events and reports how it went; another tenant cannot read them."""
+    proxy = CuttingProxy(base_url, cut_request=b"POST /api/v1/apps", cut_after=b'"accepted"')
+    try:
+        platform = laptop_cli(laptop_env(proxy.url, keys["uma"], tmp_path))
+        output = platform("deploy", f"{APPS}/versioned.py::Versioned", "--app-name", "cut", "--auth", "public")
+    finally:
+        proxy.close()
+    assert proxy.cuts == 1 and "Deployed uma/cut" in output, output
+    assert http.post("/uma/cut/").json()["version"] == "v1"
+
+    stream = http.post("/api/v1/apps", headers=_as(keys["uma"]), json={
+        "app": {"filename": "versioned.py", "source": (APPS / "versioned.py").read_text(), "class_name": "Versioned"},
+        "app_name": "cut"})
+    events = [json.loads(line) for line in stream.text.splitlines() if line.strip()]
+    deploy_id = events[0]["deploy_id"]
+    assert events[-1]["event"] == "done", events
+    again = http.get(f"/api/v1/deploys/{deploy_id}", params={"after": 1}, headers=_as(keys["uma"]))
+    assert [json.loads(line) for line in again.text.splitlines()] == events[1:]
+    assert http.get(f"/api/v1/deploys/{deploy_id}", headers=_as(keys["tina"])).status_code == 404
+    assert "Deleted uma/cut" in laptop_cli(laptop_env(base_url, keys["uma"], tmp_path))("apps", "delete", "cut")

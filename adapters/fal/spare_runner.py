@@ -31,7 +31,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Optional
 
@@ -43,7 +43,8 @@ RUNNER_MODULE = "tenantserve_runner"
 SPARE_VAR = "TENANTSERVE_SPARE_RUNNERS"
 ROOT = Path(tempfile.gettempdir()) / "tenantserve-runners"
 UNCLAIMED_BUSY_S = 30.0
-# A spare that is not warm by then (a loaded node) is dropped: a runner of the replica's own starts.
+# A spare not warm this long after it started (a loaded node, a hung import) is dropped: a
+# runner of the replica's own starts.
 WARM_WITHIN_S = 60.0
 WARM_LINE = b"tenantserve-spare-warm\n"  # the spare's only output before its claim
 
@@ -111,13 +112,16 @@ class Spare:
     mounts: sandbox.Mounts
     process: subprocess.Popen
     pid: int
+    started: float = field(default_factory=time.monotonic)
 
     def until_warm(self, timeout: float) -> bool:
-        """Wait until fal is imported (until then the spare writes in its /tmp as root);
-        False, and the spare stopped, if it ended or hung instead: its folder is the
-        replica's by now, where the replica starts a runner of its own."""
+        """Wait until fal is imported (until then the spare writes in its /tmp as root), at
+        most until `timeout` seconds after the spare started: a spare that an idle worker
+        has held for longer without getting warm is stuck, and the replica does not wait for
+        it. False, and the spare stopped, if it ended or hung: its folder is the replica's
+        by now, where the replica starts a runner of its own."""
         assert self.process.stdout is not None
-        fd, seen, deadline = self.process.stdout.fileno(), b"", time.monotonic() + timeout
+        fd, seen, deadline = self.process.stdout.fileno(), b"", self.started + timeout
         # Raw reads: the spare writes nothing after this line until it is claimed, and the
         # replica's reader takes the pipe over from here.
         while not seen.endswith(WARM_LINE):
