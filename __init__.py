@@ -14,7 +14,7 @@ def __getattr__(name: str) -> Any:
     """`get_handle` and `AppHandle` import Ray when first used, not with the package (the
     `platform` CLI's `--help` stays light)."""
     if name in __all__:
-        from tenantserve.platform import handles
+        from tenantserve.platform.cluster import handles
 
         return getattr(handles, name)
     raise AttributeError(f"module 'tenantserve' has no attribute {name!r}")

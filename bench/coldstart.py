@@ -69,7 +69,7 @@ def measure(targets: dict[str, tuple[str, str]], repeats: int, times: dict[str, 
 def bare_phase(repeats: int, times: dict[str, list[float]]) -> None:
     from tenantserve.adapters.fal.bundle import prepare
     from tenantserve.adapters.fal.deployment import autoscaling_config
-    from tenantserve.platform.cluster import CLUSTER_ENV
+    from tenantserve.platform.cluster.ray_cluster import CLUSTER_ENV
 
     os.environ.update(CLUSTER_ENV)  # the tuned baseline's metric pushes; the local cluster inherits them
     with tempfile.TemporaryDirectory(prefix="bare-") as temp_dir:

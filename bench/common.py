@@ -44,13 +44,13 @@ def local_platform(*up_args: str) -> Iterator[str]:
         os.environ.pop("RAY_ADDRESS", None)
         os.environ.pop("TENANTSERVE_KEY", None)
         platform("up", f"--port={free_port()}", f"--http-port={free_port()}", f"--dashboard-port={free_port()}", *up_args)
-        from tenantserve.platform.cluster import connect
+        from tenantserve.platform.cluster.ray_cluster import connect
 
         connect(start=False)  # this process drives Serve too (the bare baseline apps)
         try:
             yield json.loads((Path(home) / "cluster.json").read_text())["http_url"]
         finally:
-            from tenantserve.platform.cluster import down
+            from tenantserve.platform.cluster.ray_cluster import down
 
             down()
 

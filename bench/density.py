@@ -31,7 +31,7 @@ TICKS = os.sysconf("SC_CLK_TCK")
 
 def cluster_pids(temp_dir: str) -> list[int]:
     """The cluster's processes: those naming its temp dir, and their descendants."""
-    from tenantserve.platform.cluster import _cluster_processes
+    from tenantserve.platform.cluster.ray_cluster import _cluster_processes
 
     return list(_cluster_processes(temp_dir))
 
@@ -120,9 +120,9 @@ def main() -> None:
     from dataclasses import replace
 
     from tenantserve.adapters.fal.bundle import prepare
-    from tenantserve.platform import apps
-    from tenantserve.platform.cluster import recorded
-    from tenantserve.platform.registry import Registry
+    from tenantserve.platform.cluster.ray_cluster import recorded
+    from tenantserve.platform.control import apps
+    from tenantserve.platform.store.registry import Registry
 
     rows = [("apps", "deploy s (median of step)", "memory GB (PSS)", "RSS sum GB", "idle CPU %")]
     with local_platform() as base:

@@ -24,7 +24,6 @@ sys.path.insert(0, __import__("os").path.dirname(__file__))
 from baselines import run_bare_serve  # noqa: E402
 from common import BENCH, local_platform, table, wait_ok  # noqa: E402
 
-
 SATISFIED = ["httpx", "pydantic>=2"]
 
 
@@ -45,8 +44,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from tenantserve.adapters.fal.bundle import prepare
-    from tenantserve.platform import apps
-    from tenantserve.platform.registry import Registry
+    from tenantserve.platform.control import apps
+    from tenantserve.platform.store.registry import Registry
 
     with local_platform() as base:
         registry = Registry()

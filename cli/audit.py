@@ -11,6 +11,7 @@ from rich.table import Table
 from .client import ControlPlaneClient
 from .common import console, parse_since
 
+
 @click.command()
 @click.option("--since", default=None, help="Only entries this recent: an age (30m, 2h, 7d) or an ISO 8601 time.")
 @click.option("--actor", default=None, help="Only what this user did.")

@@ -12,12 +12,13 @@ from urllib.parse import quote
 import click
 import httpx
 
-from tenantserve.platform.cluster import recorded, tls_verify, untrusted_certificate
-from tenantserve.platform.naming import check_name
+from tenantserve.platform.cluster.ray_cluster import recorded, tls_verify, untrusted_certificate
+from tenantserve.platform.core import settings
+from tenantserve.platform.core.naming import check_name
 
 from .common import BAD_KEY, NO_KEY, configured_key
 
-URL_VAR = "TENANTSERVE_URL"
+URL_VAR = settings.URL.name
 RESUME_TRIES = 10  # a deploy stream that ended early is asked for again this often in a row
 
 
@@ -43,7 +44,7 @@ def _bootstrap(url: str) -> Optional[str]:
     current = recorded()
     if current is None or os.environ.get(URL_VAR) or current.http_url.rstrip("/") != url:
         return None
-    from tenantserve.platform.registry import Registry
+    from tenantserve.platform.store.registry import Registry
 
     from .common import caller
 

@@ -7,8 +7,9 @@ from typing import Optional
 
 import click
 
-from tenantserve.platform import cluster
-from tenantserve.platform.registry import Registry
+from tenantserve.platform.cluster import ray_cluster as cluster
+from tenantserve.platform.core import settings
+from tenantserve.platform.store.registry import Registry
 
 from .common import bootstrap_admin, console, friendly_errors, restore_registered_apps
 
@@ -72,7 +73,7 @@ def _say_how_runners_run() -> None:
     from tenantserve.adapters.fal import sandbox
 
     if sandbox.unsandboxed():
-        console.print(f"warning: {sandbox.UNSANDBOXED_VAR} is set: apps' code runs without a sandbox "
+        console.print(f"warning: {settings.UNSANDBOXED.name} is set: apps' code runs without a sandbox "
                       "(one trusted team only)", style="yellow")
         return
     try:

@@ -11,24 +11,25 @@ from typing import Any, Callable, Optional, TypeVar
 import click
 from rich.console import Console
 
-from tenantserve.platform.accounts import AccessError, Principal, principal
-from tenantserve.platform.cluster import ClusterError, ClusterInfo, connect, state_dir
-from tenantserve.platform.logs import LogsError
-from tenantserve.platform.naming import InvalidNameError, check_name
-from tenantserve.platform.registry import Registry, RegistryError
+from tenantserve.platform.cluster.ray_cluster import ClusterError, ClusterInfo, connect, state_dir
+from tenantserve.platform.control.accounts import AccessError, Principal, first_admin, principal
+from tenantserve.platform.core import settings
+from tenantserve.platform.core.naming import InvalidNameError
+from tenantserve.platform.ops.logs import LogsError
+from tenantserve.platform.store.registry import Registry, RegistryError
 
 console = Console(highlight=False, soft_wrap=True)
 if not console.is_terminal:
     console.width = 200  # piped output: tables whole, not cut at 80 columns
 F = TypeVar("F", bound=Callable[..., Any])
 
-KEY_ENV_VARS = ("TENANTSERVE_KEY", "FAL_KEY")
+KEY_ENV_VARS = (settings.KEY.name, "FAL_KEY")
 NO_KEY = "no API key: set TENANTSERVE_KEY (or FAL_KEY) to KEY_ID:KEY_SECRET, or run `platform login KEY`"
 BAD_KEY = "the configured API key is unknown or revoked"
 
 
 def default_user() -> str:
-    return os.environ.get("TENANTSERVE_USER") or getpass.getuser().lower()
+    return settings.USER.get() or getpass.getuser().lower()
 
 
 address_option = click.option(
@@ -73,7 +74,7 @@ def connect_cluster(address: str | None) -> ClusterInfo:
 
 def restore_registered_apps() -> None:
     """A cluster that just started runs nothing: bring back every app the registry holds."""
-    from tenantserve.platform.apps import restore_all
+    from tenantserve.platform.control.platform_apps import restore_all
 
     with console.status("Restoring registered apps") as status:
         failures = restore_all(Registry(), progress=status.update)
@@ -103,11 +104,12 @@ def save_key(key: str) -> None:
 def bootstrap_admin(registry: Registry) -> Optional[str]:
     """On a platform with no users yet, make this machine's user its admin and save the
     key in the state directory (the operator's direct access); returns the key."""
-    if configured_key() is not None or registry.has_users():
+    if configured_key() is not None:
         return None
-    name = check_name("user", default_user())
-    registry.create_user(name, admin=True)
-    key = registry.create_key(name, label="bootstrap")
+    name = default_user()
+    key = first_admin(registry, name)
+    if key is None:
+        return None
     save_key(key)
     # On stderr: a command's own output (`status --json`, a new key) stays parseable.
     click.echo(f"Created admin user {name}; its API key is in {_credentials_file()}", err=True)

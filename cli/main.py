@@ -9,6 +9,8 @@ from typing import Optional
 
 import click
 
+from tenantserve.platform.core import settings
+
 # name: (module in this package, attribute, the command's one-line help)
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "apps": ("apps", "apps_group", "List and delete deployed apps."),
@@ -50,12 +52,12 @@ class LazyGroup(click.Group):
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="tenantserve")
-@click.option("--db", envvar="TENANTSERVE_DB", default=None, metavar="URL",
+@click.option("--db", envvar=settings.DB.name, default=None, metavar="URL",
               help="The registry's SQLAlchemy URL (default: SQLite in the state directory).")
 def cli(db: Optional[str]) -> None:
     """tenantserve: run fal App classes on your own Ray cluster."""
     if db:
-        os.environ["TENANTSERVE_DB"] = db
+        os.environ[settings.DB.name] = db
 
 
 if __name__ == "__main__":

@@ -8,8 +8,8 @@ from typing import Mapping
 import click
 from rich.table import Table
 
-from tenantserve.platform.apps import AppStatus
-from tenantserve.platform.status import NodeRow, PlatformStatus
+from tenantserve.platform.control.apps import AppStatus
+from tenantserve.platform.control.status import NodeRow, PlatformStatus
 
 from .client import ControlPlaneClient
 from .common import console, friendly_errors, replicas_text

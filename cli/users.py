@@ -8,8 +8,8 @@ from urllib.parse import quote
 import click
 from rich.table import Table
 
-from tenantserve.platform.accounts import require_admin
-from tenantserve.platform.registry import Registry
+from tenantserve.platform.control.accounts import require_admin
+from tenantserve.platform.store.registry import Registry
 
 from .client import ControlPlaneClient, for_user
 from .common import address_option, caller, connect_cluster, console, friendly_errors, save_key, user_option
@@ -45,7 +45,7 @@ def list_users() -> None:
 @friendly_errors
 def clean_names(dry_run: bool, address: Optional[str]) -> None:
     """Remove users, apps and secrets stored or deployed under names the rules refuse."""
-    from tenantserve.platform.apps import clean_invalid_names
+    from tenantserve.platform.control.platform_apps import clean_invalid_names
 
     registry = Registry()
     require_admin(caller(registry))

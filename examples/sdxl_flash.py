@@ -1,6 +1,6 @@
 import fal
-from pydantic import BaseModel
 from fal.toolkit import Image
+from pydantic import BaseModel
 
 
 class Input(BaseModel):
@@ -22,7 +22,7 @@ class MyApp(fal.App, keep_alive=300):
 
     def setup(self):
         import torch
-        from diffusers import StableDiffusionXLPipeline, DPMSolverSinglestepScheduler
+        from diffusers import DPMSolverSinglestepScheduler, StableDiffusionXLPipeline
 
         self.pipe = StableDiffusionXLPipeline.from_pretrained(
             "sd-community/sdxl-flash",

@@ -8,13 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import socket
-import subprocess
-import sys
-import time
-from pathlib import Path
-from typing import Callable, Iterator, Optional, TypeVar
+from typing import Iterator
 
 import httpx
 import pytest
@@ -24,42 +18,18 @@ from click.testing import CliRunner, Result
 # this when it is first imported).
 os.environ["RAY_ENABLE_AUTO_CONNECT"] = "0"
 
-APPS = Path(__file__).parent / "apps"
-ROOT = Path(__file__).parent.parent
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that uses the session's cluster is a `cluster` test (the slow tier); those
+    that start platforms of their own say so with `pytest.mark.cluster` themselves.
+    `pytest -m "not cluster"` runs the rest, with no Ray cluster at all."""
+    for item in items:
+        if "cluster" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.cluster)
 
 
-T = TypeVar("T")
-
-
-def wait_until(check: Callable[[], Optional[T]], what: str, timeout: float = 90, every: float = 1) -> T:
-    """Poll `check` until it returns something truthy; fail naming `what` after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(every)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def platform_cmd(
-    *args: str, timeout: float = 300, check: bool = True, env: Optional[dict[str, str]] = None,
-) -> subprocess.CompletedProcess[str]:
-    """Run the installed `platform` console script as a user would."""
-    exe = shutil.which("platform") or str(Path(sys.executable).parent / "platform")
-    result = subprocess.run(
-        [exe, *args], capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})},
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(f"platform {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
-    return result
-
+from helpers import RetryingTransport, free_port, platform_cmd  # noqa: E402
 
 DOWNLOAD_PORT = free_port()  # the one local port the session's runners may download from
 
@@ -81,27 +51,15 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     )
     info = {**json.loads((home / "cluster.json").read_text()), "autoscaler_config": operator["TENANTSERVE_AUTOSCALER_CONFIG"],
             "download_port": DOWNLOAD_PORT}
-    from tenantserve.platform.cluster import connect
+    from tenantserve.platform.cluster.ray_cluster import connect
 
     connect(start=False)  # this process's Ray and Serve calls go to the session's cluster, never a new one
     try:
         yield info
     finally:
-        from tenantserve.platform.cluster import down
+        from tenantserve.platform.cluster.ray_cluster import down
 
         down()
-
-
-class RetryingTransport(httpx.HTTPTransport):
-    """Sends a request again, once, when its pooled connection closed before any answer:
-    HAProxy closes idle connections at each reload (README, "Ingress"), and fal_client
-    retries such transport errors the same way."""
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        try:
-            return super().handle_request(request)
-        except httpx.RemoteProtocolError:
-            return super().handle_request(request)
 
 
 @pytest.fixture(scope="session")
@@ -148,11 +106,3 @@ def cli(cluster: dict, keys: dict[str, str]):
         return runner.invoke(platform_cli, list(args), env=env, catch_exceptions=False)
 
     return invoke
-
-
-def deployed(cli, ref: str, *extra: str) -> Result:
-    """Deploy through the CLI and assert it worked; public unless `extra` sets --auth."""
-    auth = () if "--auth" in extra else ("--auth", "public")
-    result = cli("deploy", str(APPS / ref) if "/" not in ref else ref, *extra, *auth)
-    assert result.exit_code == 0, result.output
-    return result

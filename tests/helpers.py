@@ -1,18 +1,25 @@
-"""Helpers for tests that look at the session's cluster directly."""
+"""What tests share besides fixtures: where the test apps are, ports, waiting, the
+`platform` command as a user runs it, and looks at the session's cluster."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional, TypeVar
+
+import httpx
+from click.testing import Result
 
 
 def serve_connected() -> Any:
     """Ray Serve's API, on the session's cluster: this process connects to it first, so that
     no Serve call starts a private Ray instance of its own."""
-    from tenantserve.platform.cluster import connect
+    from tenantserve.platform.cluster.ray_cluster import connect
 
     connect(start=False)
     from ray import serve
@@ -34,7 +41,9 @@ def replica_pids(app_name: str) -> list[int]:
     serve_connected()
     from ray.util.state import list_actors
 
-    actors = list_actors(filters=[("state", "=", "ALIVE")], limit=10_000)
+    from tenantserve.platform.cluster.ray_cluster import state_api_address
+
+    actors = list_actors(address=state_api_address(), filters=[("state", "=", "ALIVE")], limit=10_000)
     return [a.pid for a in actors if (a.name or "").startswith(f"SERVE_REPLICA::{app_name}#")]
 
 
@@ -114,3 +123,59 @@ class CuttingProxy:
 
     def close(self) -> None:
         self._server.close()
+
+APPS = Path(__file__).parent / "apps"
+ROOT = Path(__file__).parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+T = TypeVar("T")
+
+
+def wait_until(check: Callable[[], Optional[T]], what: str, timeout: float = 90, every: float = 1) -> T:
+    """Poll `check` until it returns something truthy; fail naming `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(every)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def platform_cmd(
+    *args: str, timeout: float = 300, check: bool = True, env: Optional[dict[str, str]] = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run the installed `platform` console script as a user would."""
+    exe = shutil.which("platform") or str(Path(sys.executable).parent / "platform")
+    result = subprocess.run(
+        [exe, *args], capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})},
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"platform {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+class RetryingTransport(httpx.HTTPTransport):
+    """Sends a request again, once, when its pooled connection closed before any answer:
+    HAProxy closes idle connections at each reload (README, "Ingress"), and fal_client
+    retries such transport errors the same way."""
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        try:
+            return super().handle_request(request)
+        except httpx.RemoteProtocolError:
+            return super().handle_request(request)
+
+
+def deployed(cli, ref: str, *extra: str) -> Result:
+    """Deploy through the CLI and assert it worked; public unless `extra` sets --auth."""
+    auth = () if "--auth" in extra else ("--auth", "public")
+    result = cli("deploy", str(APPS / ref) if "/" not in ref else ref, *extra, *auth)
+    assert result.exit_code == 0, result.output
+    return result

@@ -8,9 +8,9 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from cryptography.fernet import Fernet
 
-from tenantserve.platform.accounts import AccessError, Accounts, principal, prune_audit, require_manage_scope
-from tenantserve.platform.registry import AuditEntry, Quota, Registry, RegistryError
-from tenantserve.platform.secrets import SecretBox
+from tenantserve.platform.control.accounts import AccessError, Accounts, principal, prune_audit, require_manage_scope
+from tenantserve.platform.store.registry import AuditEntry, Quota, Registry, RegistryError
+from tenantserve.platform.store.secret_box import SecretBox
 
 
 @pytest.fixture

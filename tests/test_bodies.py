@@ -12,11 +12,11 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from conftest import APPS, deployed, wait_until
-
 from tenantserve.adapters.fal.forward import Ingress
 from tenantserve.adapters.fal.supervisor import Launch, Runner
-from tenantserve.platform import bodies
+from tenantserve.platform.core import bodies
+
+from helpers import APPS, deployed, wait_until
 
 ODD_BODIES = {
     "NaN": b'{"value": NaN}',
@@ -108,8 +108,8 @@ def _declared_only(base_url: str, path: str, length: int, key: str = "") -> tupl
 
 
 def _queued_count() -> int:
-    from tenantserve.platform.queue import requests_table
-    from tenantserve.platform.registry import Registry
+    from tenantserve.platform.store.registry import Registry
+    from tenantserve.platform.store.request_queue import requests_table
 
     with Registry().engine.connect() as conn:
         return conn.execute(select(func.count()).select_from(requests_table)).scalar_one()

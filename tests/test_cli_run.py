@@ -8,8 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import APPS
-from helpers import laptop_cli, laptop_env
+from helpers import APPS, laptop_cli, laptop_env
 
 
 def test_run_serves_until_interrupted(cluster, http, keys, tmp_path) -> None:

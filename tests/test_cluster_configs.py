@@ -8,8 +8,9 @@ from pathlib import Path
 import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
 
-from conftest import APPS, ROOT
-from tenantserve.platform.cluster import node_env
+from tenantserve.platform.cluster.ray_cluster import node_env
+
+from helpers import APPS, ROOT
 
 
 def test_ray_up_config_is_valid_and_autoscales_a100_workers_from_zero() -> None:

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import ray
 
-from helpers import replica_pids
-from conftest import APPS, deployed, wait_until
+from helpers import APPS, deployed, replica_pids, wait_until
 
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -21,12 +20,28 @@ def started_at(pid: int) -> float:
     return int(fields[19]) / TICKS
 
 
+def _session_dir() -> str:
+    from tenantserve.platform.cluster.ray_cluster import recorded
+
+    info = recorded()
+    assert info is not None and info.temp_dir
+    return info.temp_dir
+
+
+def _in_cluster(pid: int, temp_dir: str) -> bool:
+    """Whether the worker's raylet (its parent) is the session cluster's."""
+    parent = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]
+    return temp_dir.encode() in Path(f"/proc/{parent}/cmdline").read_bytes()
+
+
 def idle_workers() -> dict[int, float]:
+    """The session cluster's idle Ray workers (never another cluster's on this machine)."""
+    temp_dir = _session_dir()
     found = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if (entry / "cmdline").read_bytes().startswith(b"ray::IDLE"):
+                if (entry / "cmdline").read_bytes().startswith(b"ray::IDLE") and _in_cluster(int(entry.name), temp_dir):
                     found[int(entry.name)] = started_at(int(entry.name))
             except OSError:
                 continue
@@ -57,7 +72,7 @@ def test_an_app_at_zero_wakes_in_a_waiting_worker(cli, http) -> None:
     cli("apps", "delete", "wakes-warm", "--user", "rita")
 
 
-def test_a_spare_that_dies_is_replaced() -> None:
+def test_a_spare_that_dies_is_replaced(cluster) -> None:
     def spares_up_for(seconds: float) -> dict[int, float]:
         now = time.clock_gettime(time.CLOCK_BOOTTIME)
         return {pid: at for pid, at in idle_workers().items() if now - at > seconds}

@@ -7,8 +7,7 @@ import json
 
 import httpx
 
-from conftest import APPS, wait_until
-from helpers import CuttingProxy, laptop_cli, laptop_env
+from helpers import APPS, CuttingProxy, laptop_cli, laptop_env, wait_until
 
 
 def _as(key: str | None) -> dict[str, str]:

@@ -6,7 +6,7 @@ import time
 import pytest
 import ray
 
-from conftest import APPS, deployed
+from helpers import APPS, deployed
 
 COUNT = 24
 

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from conftest import APPS
+from helpers import APPS
 
 
 def _versioned(tmp_path: Path, version: str, fail_setup: bool = False) -> str:

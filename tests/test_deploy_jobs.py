@@ -7,8 +7,8 @@ import asyncio
 import json
 import threading
 
-from tenantserve.platform import deploy_jobs
-from tenantserve.platform.deploy_jobs import DeployJobs
+from tenantserve.platform.control import deploy_jobs
+from tenantserve.platform.control.deploy_jobs import DeployJobs
 
 
 async def _read(lines) -> list[dict]:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from PIL import Image as PILImage
 
-from conftest import ROOT, deployed
+from helpers import ROOT, deployed
 
 sys.path.insert(0, str(ROOT / "examples"))
 from tiny_pipeline import build  # noqa: E402

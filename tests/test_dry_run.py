@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from conftest import APPS
+from helpers import APPS
 
 
 def _dry_run(tmp_path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tenantserve.platform import environments
+from tenantserve.platform.cluster import environments
 
 
 @pytest.fixture(autouse=True)

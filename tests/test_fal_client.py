@@ -16,7 +16,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from conftest import APPS, free_port, platform_cmd
+from helpers import APPS, free_port, platform_cmd
+
+pytestmark = pytest.mark.cluster  # it starts platforms of its own
 
 
 def _write_certificates(folder: Path) -> tuple[Path, Path, Path]:
@@ -150,7 +152,7 @@ def test_a_certificate_that_does_not_verify_fails_the_deploy_saying_how_to_fix_i
     import uvicorn
     from fastapi import FastAPI
 
-    from tenantserve.platform import apps
+    from tenantserve.platform.control import apps
 
     ca, cert, key = _write_certificates(tmp_path)
     monkeypatch.setenv("TENANTSERVE_HOME", str(tmp_path / "home"))

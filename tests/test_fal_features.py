@@ -8,8 +8,7 @@ import httpx
 import msgpack
 from websockets.sync.client import connect
 
-from conftest import APPS, deployed, wait_until
-from helpers import running_replicas
+from helpers import APPS, deployed, running_replicas, wait_until
 
 
 class _Weights(BaseHTTPRequestHandler):

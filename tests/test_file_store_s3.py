@@ -9,8 +9,9 @@ import pytest
 moto_server = pytest.importorskip("moto.server")
 s3fs = pytest.importorskip("s3fs")
 
-from conftest import free_port  # noqa: E402
-from tenantserve.platform.files import FileStore, file_id_of  # noqa: E402
+from tenantserve.platform.runtime.storage import FileStore, file_id_of  # noqa: E402
+
+from helpers import free_port  # noqa: E402
 
 
 @pytest.fixture()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from PIL import Image as PILImage
 
-from conftest import APPS, deployed, wait_until
+from helpers import APPS, deployed, wait_until
 
 
 def _png(data: bytes) -> PILImage.Image:

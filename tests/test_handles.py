@@ -8,8 +8,9 @@ from pydantic import BaseModel
 from ray import serve
 
 import tenantserve
-from conftest import ROOT, deployed
 from tenantserve.adapters.fal.replica import EndpointError
+
+from helpers import ROOT, deployed
 
 
 class Greeting(BaseModel):

@@ -7,8 +7,11 @@ import json
 from pathlib import Path
 
 import httpx
+import pytest
 
-from conftest import APPS, deployed, free_port, platform_cmd
+from helpers import APPS, deployed, free_port, platform_cmd
+
+pytestmark = pytest.mark.cluster  # it starts platforms of its own
 
 
 def _haproxy_configs() -> list[str]:

@@ -4,8 +4,7 @@ import subprocess
 import threading
 import time
 
-from conftest import APPS, deployed
-from helpers import PLATFORM, laptop_env
+from helpers import APPS, PLATFORM, deployed, laptop_env
 
 
 def _logs(cli, *args: str, user: str = "mia", expect: tuple[str, ...] = (), timeout: float = 20) -> str:

@@ -14,8 +14,11 @@ from pathlib import Path
 from typing import Optional
 
 import httpx
+import pytest
 
-from conftest import APPS, free_port, platform_cmd, wait_until
+from helpers import APPS, free_port, platform_cmd, wait_until
+
+pytestmark = pytest.mark.cluster  # it starts platforms of its own
 
 
 def _join_worker(head: str, node_env: dict[str, str], envs: Path) -> subprocess.Popen:

@@ -9,13 +9,12 @@ from datetime import datetime, timezone
 import pytest
 from sqlalchemy import insert
 
-from conftest import APPS
-from helpers import serve_connected
-
 from tenantserve.adapters.fal.bundle import prepare
 from tenantserve.adapters.fal.loader import AppLoadError
-from tenantserve.platform.naming import NAME_RULE, InvalidNameError, check_name, check_secret_name, route_prefix
-from tenantserve.platform.registry import Registry, RegistryError, api_keys, apps, revisions, secrets_table, users
+from tenantserve.platform.core.naming import NAME_RULE, InvalidNameError, check_name, check_secret_name, route_prefix
+from tenantserve.platform.store.registry import Registry, RegistryError, api_keys, apps, revisions, secrets_table, users
+
+from helpers import APPS, serve_connected
 
 # The probe's name tricks: route injection, a newline for HAProxy's config, look-alikes,
 # path tricks, case, underscores and a 64-character name.

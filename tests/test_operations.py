@@ -6,7 +6,7 @@ import time
 
 import httpx
 
-from conftest import APPS, deployed
+from helpers import APPS, deployed
 
 
 def _samples(metrics_url: str, name: str, **labels: str) -> float:

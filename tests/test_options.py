@@ -2,11 +2,12 @@
 
 import pytest
 
-from conftest import APPS
 from tenantserve.adapters.fal.bundle import prepare
 from tenantserve.adapters.fal.loader import AppLoadError
 from tenantserve.adapters.fal.machines import UnplaceableError, actor_options
 from tenantserve.adapters.fal.options import OptionsError, kebab_case
+
+from helpers import APPS
 
 
 def test_seed_example_options() -> None:

@@ -11,8 +11,7 @@ from typing import Callable, Iterator
 
 import pytest
 
-from helpers import replica_pids
-from conftest import APPS, deployed, free_port
+from helpers import APPS, deployed, free_port, replica_pids
 
 
 def _auth(keys: dict, user: str) -> dict:
@@ -231,14 +230,15 @@ def test_bad_submissions_and_a_deleted_app_end_cleanly(cli, http, keys, worker) 
 
 
 def test_finished_requests_expire_from_the_registry(tmp_path) -> None:
-    from tenantserve.platform.queue import RequestQueue
-    from tenantserve.platform.registry import Registry
+    from tenantserve.platform.core.outcomes import CallOutcome
+    from tenantserve.platform.store.registry import Registry
+    from tenantserve.platform.store.request_queue import RequestQueue
 
     queue = RequestQueue(Registry(f"sqlite:///{tmp_path}/registry.db"))
     done = queue.submit("rita", "worker", "/", {"label": "old"}, caller="rita")
     waiting = queue.submit("rita", "worker", "/", {"label": "waiting"}, caller="rita")
     assert queue.start_next("rita", "worker").id == done.id
-    queue.finish(done.id, 200, {"label": "old"}, [])
+    queue.finish(done.id, CallOutcome(200, {"label": "old"}))
     assert queue.expire(older_than_s=3600) == 0  # still fresh
     time.sleep(0.05)
     assert queue.expire(older_than_s=0.01) == 1

@@ -11,9 +11,10 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from conftest import APPS, free_port, platform_cmd
 from tenantserve.adapters.fal.bundle import prepare
-from tenantserve.platform.registry import Registry, RegistryError
+from tenantserve.platform.store.registry import Registry, RegistryError
+
+from helpers import APPS, free_port, platform_cmd
 
 POSTGRES = os.environ.get("TENANTSERVE_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
@@ -83,6 +84,7 @@ def empty_postgres_url(postgres_url):
         conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
+@pytest.mark.cluster  # a platform of its own
 def test_platform_on_postgresql(empty_postgres_url, tmp_path) -> None:
     """A platform whose registry is PostgreSQL: its first user, a deploy through the
     control-plane API, keys checked against that registry by the app's ingress."""
@@ -120,7 +122,7 @@ def test_each_user_gets_a_number_of_their_own(registry_url) -> None:
 
 
 def test_a_removed_users_number_is_never_given_again(registry_url) -> None:
-    from tenantserve.platform.registry import InvalidNames
+    from tenantserve.platform.store.registry import InvalidNames
 
     registry = Registry(registry_url)
     removed, later = f"r{uuid.uuid4().hex[:8]}", f"l{uuid.uuid4().hex[:8]}"
@@ -146,7 +148,7 @@ def test_users_from_before_numbers_get_them_on_upgrade(tmp_path) -> None:
     from alembic import command
     from alembic.config import Config
 
-    from tenantserve.platform.registry import MIGRATIONS, make_engine
+    from tenantserve.platform.store.registry import MIGRATIONS, make_engine
 
     url = f"sqlite:///{tmp_path / 'old.db'}"
     engine = make_engine(url)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from conftest import APPS, deployed, wait_until
+from helpers import APPS, deployed, wait_until
 
 
 def _auth(keys: dict, user: str) -> dict:
@@ -18,8 +18,8 @@ def _auth(keys: dict, user: str) -> dict:
 
 
 def test_a_long_registry_lock_strands_no_request(cli, http, keys) -> None:
-    from tenantserve.platform.queue import requests_table
-    from tenantserve.platform.registry import Registry
+    from tenantserve.platform.store.registry import Registry
+    from tenantserve.platform.store.request_queue import requests_table
 
     deployed(cli, f"{APPS}/queued.py::Worker", "--user", "quinn", "--auth", "private")
     submitted = http.post("/queue/quinn/worker", json={"label": "during-the-lock", "seconds": 3},

@@ -6,8 +6,9 @@ import time
 
 import ray
 
-from conftest import APPS, deployed
-from tenantserve.platform import environments
+from tenantserve.platform.cluster import environments
+
+from helpers import APPS, deployed
 
 
 def test_gpu_app_lands_on_the_a100_node(cli, http) -> None:

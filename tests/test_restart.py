@@ -12,8 +12,11 @@ import sys
 import time
 
 import httpx
+import pytest
 
-from conftest import APPS, free_port, platform_cmd
+from helpers import APPS, free_port, platform_cmd
+
+pytestmark = pytest.mark.cluster  # it starts platforms of its own
 
 
 def test_apps_come_back_after_a_cluster_restart(tmp_path, cluster) -> None:

@@ -6,11 +6,11 @@ import time
 
 import httpx
 import ray
-
-from tenantserve.platform.cluster import DRAINING_PERIOD_S
-
-from conftest import APPS
 from test_deploy_failures import _versioned
+
+from tenantserve.platform.cluster.ray_cluster import DRAINING_PERIOD_S
+
+from helpers import APPS
 
 
 def test_rollback_to_an_earlier_revision(cli, http, tmp_path) -> None:

@@ -5,7 +5,7 @@ import os
 import time
 from pathlib import Path
 
-from conftest import APPS, deployed, wait_until
+from helpers import APPS, deployed, wait_until
 
 
 def test_a_tenants_code_reaches_only_its_own_sandbox(cli, http, cluster) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from conftest import APPS, ROOT, deployed
+from helpers import APPS, ROOT, deployed
 
 
 def test_stateful_multi_endpoint_app(cli, http) -> None:

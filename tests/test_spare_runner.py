@@ -18,6 +18,7 @@ import pytest
 
 from tenantserve.adapters.fal import sandbox, spare_runner
 from tenantserve.adapters.fal.supervisor import APP_SOCKET, Launch, Runner
+from tenantserve.platform.core import settings
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or sandbox.bwrap() is None,
                                 reason="spare runners need bubblewrap and a replica that runs as root")
@@ -78,7 +79,7 @@ def test_a_claimed_spare_runs_the_app_as_its_owner_and_leaves_the_owners_files(t
     owner_data = tmp_path / "cache" / "users" / "vera"
     owner_data.mkdir(parents=True)
     (owner_data / "weights.bin").write_bytes(b"w")
-    uid = sandbox.DEFAULT_UID_BASE + 4242
+    uid = settings.RUNNER_UID_BASE.value() + 4242
     os.chown(owner_data, uid, uid)
 
     spare_runner.start()
@@ -125,7 +126,7 @@ def test_a_spare_that_ended_before_it_was_warm_is_given_up(tmp_path) -> None:
 
 
 def test_with_the_sandbox_off_a_spare_serves_its_app_too(tmp_path, monkeypatch) -> None:
-    monkeypatch.setenv(sandbox.UNSANDBOXED_VAR, "1")  # the operator's "one trusted team only" mode
+    monkeypatch.setenv(settings.UNSANDBOXED.name, "1")  # the operator's "one trusted team only" mode
     owner_data = tmp_path / "owner"
     owner_data.mkdir()
     (owner_data / "weights.bin").write_bytes(b"w")

@@ -8,7 +8,7 @@ import json
 import httpx
 import websockets
 
-from conftest import APPS, deployed
+from helpers import APPS, deployed
 
 
 def _events(http, path: str, body: dict, **headers: str) -> list[tuple[str, dict]]:

@@ -6,7 +6,7 @@ import time
 import httpx
 import pytest
 
-from conftest import APPS, deployed
+from helpers import APPS, deployed
 
 
 def _key(keys: dict, user: str) -> dict:
@@ -128,7 +128,7 @@ def test_secrets_reach_only_the_owners_replicas(cli, http, keys) -> None:
     assert http.post("/frank/env-probe/", json={"name": "API_TOKEN"}).json()["value"] == "s3cr3t-value"
     assert http.post("/grace/env-probe/", json={"name": "API_TOKEN"}).json()["value"] is None
 
-    from tenantserve.platform.registry import Registry
+    from tenantserve.platform.store.registry import Registry
 
     stored = Registry().secrets("frank")["API_TOKEN"][0]
     assert "s3cr3t" not in stored  # encrypted at rest

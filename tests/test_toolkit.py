@@ -12,7 +12,7 @@ import pytest
 from PIL import Image as PILImage
 
 from tenantserve.adapters.fal.files_socket import FilesSocket
-from tenantserve.platform.files import AppStorage, FileStore
+from tenantserve.platform.runtime.storage import AppStorage, FileStore
 from tenantserve_runner import files as runner_files
 from tenantserve_runner.logs import current_request
 
@@ -56,8 +56,8 @@ def test_toolkit_outputs_become_platform_files(platform_store) -> None:
 
 
 def test_platform_file_urls_are_read_with_the_callers_rights(platform_store, tmp_path) -> None:
-    from fal.toolkit import File, Image
     from fal.exceptions import AppException
+    from fal.toolkit import File, Image
     from fal.toolkit.utils.download_utils import DownloadError, download_file
 
     store, callers = platform_store

@@ -5,12 +5,15 @@ of its Ray processes listening."""
 import json
 
 import httpx
+import pytest
 
-from conftest import APPS, free_port, platform_cmd, wait_until
+from helpers import APPS, free_port, platform_cmd, wait_until
+
+pytestmark = pytest.mark.cluster  # it starts platforms of its own
 
 
 def test_two_platforms_each_answer_their_own_apps_at_zero(tmp_path, cluster, cli, http, keys) -> None:
-    from tenantserve.platform.cluster import _cluster_processes
+    from tenantserve.platform.cluster.ray_cluster import _cluster_processes
 
     deploy = cli("deploy", f"{APPS}/scale_to_zero.py::Sleepy", "--user", "lena", "--app-name", "first-zero",
                  "--auth", "private")

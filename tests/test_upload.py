@@ -7,10 +7,11 @@ import socket
 
 import pytest
 
-from conftest import APPS
 from tenantserve.adapters.fal.bundle import prepare
 from tenantserve.adapters.fal.loader import AppLoadError
 from tenantserve.adapters.fal.upload import AppUpload, collect, read_sandboxed, unpack
+
+from helpers import APPS
 
 
 def test_the_server_reads_what_the_client_would_have_deployed() -> None:

@@ -4,8 +4,7 @@ call still wakes it."""
 
 import time
 
-from conftest import APPS, deployed, wait_until
-from helpers import running_replicas
+from helpers import APPS, deployed, running_replicas, wait_until
 
 
 def test_refused_requests_leave_a_private_app_at_zero(cli, http, keys) -> None:

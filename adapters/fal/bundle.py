@@ -11,13 +11,12 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional
 
-from tenantserve.platform.naming import InvalidNameError, check_name
+from tenantserve.platform.core.naming import InvalidNameError, check_name
 
 from .loader import AppLoadError, AppSource, read_source
 from .machines import check_machine_type
 from .options import AppOptions, kebab_case, read_options
 from .routes import find_endpoints
-
 
 # The options Serve changes on running replicas: not part of a bundle's code version.
 SCALING_OPTIONS = ("keep_alive", "min_concurrency", "max_concurrency", "max_multiplexing")

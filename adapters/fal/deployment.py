@@ -7,6 +7,8 @@ from typing import Any, Mapping, Sequence
 from ray import serve
 from ray.serve import Application
 
+from tenantserve.platform.cluster import ray_private
+
 from .bundle import AppBundle, describe
 from .machines import actor_options
 from .replica import FalAppReplica
@@ -70,5 +72,5 @@ def to_application(
     # revision (the rollback after a failed redeploy) would restart its replicas. Pinning
     # the version to the bundle's code version makes an equal bundle a no-op, and a change
     # of autoscaling options alone an in-place update of the running replicas.
-    deployment = deployment.options(version=bundle.code_version, _internal=True)
+    deployment = ray_private.pinned(deployment, bundle.code_version)
     return deployment.bind(bundle.to_json(), platform_config)

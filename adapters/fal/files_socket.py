@@ -11,9 +11,9 @@ import logging
 from pathlib import Path
 from typing import Any, Optional
 
-from tenantserve.platform.auth import acting_for
-from tenantserve.platform.bodies import MAX_UPLOAD_BYTES
-from tenantserve.platform.files import AppStorage
+from tenantserve.platform.core.bodies import MAX_UPLOAD_BYTES
+from tenantserve.platform.runtime.auth import acting_for
+from tenantserve.platform.runtime.storage import AppStorage
 
 logger = logging.getLogger("ray.serve")
 

@@ -20,8 +20,8 @@ import websockets
 from websockets.asyncio.client import unix_connect
 from yarl import URL
 
-from tenantserve.platform.auth import CALLER, relative_path
-from tenantserve.platform.bodies import BodyError, parse_json
+from tenantserve.platform.core.bodies import BodyError, parse_json
+from tenantserve.platform.runtime.auth import CALLER, relative_path
 
 from .supervisor import RUNNER_URL, Runner
 

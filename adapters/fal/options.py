@@ -13,10 +13,11 @@ import difflib
 import re
 from typing import Any, Literal, Optional, Union
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
 from fal import App
 from fal.api.api import FalServerlessHost
 from fal.app import _to_fal_app_name
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class OptionsError(ValueError):

@@ -29,14 +29,14 @@ from typing import Any, Iterator, Optional
 import ray
 from ray import serve
 
-from tenantserve.platform import environments
-from tenantserve.platform.auth import AuthMiddleware, is_platform_health
-from tenantserve.platform.bodies import MAX_CALL_BYTES, BodyLimit
-from tenantserve.platform.files import AppStorage, FileStore
-from tenantserve.platform.metrics import AppMetrics
-from tenantserve.platform.registry import Registry
-from tenantserve.platform.secrets import replica_environment
-
+from tenantserve.platform.cluster import environments
+from tenantserve.platform.core.bodies import MAX_CALL_BYTES, BodyLimit
+from tenantserve.platform.core.outcomes import CallOutcome
+from tenantserve.platform.runtime.auth import AuthMiddleware, is_platform_health
+from tenantserve.platform.runtime.metrics import AppMetrics
+from tenantserve.platform.runtime.storage import AppStorage, FileStore
+from tenantserve.platform.store.registry import Registry
+from tenantserve.platform.store.secret_box import replica_environment
 from tenantserve_runner import control
 from tenantserve_runner import files as runner_files
 
@@ -348,7 +348,7 @@ class FalAppReplica:
             raise EndpointError(status, detail, f"{self._bundle.owner}/{self._bundle.app_name}.{name}")
         return body
 
-    async def call_path(self, path: str, payload: Any, request_id: str, caller: Optional[str] = None) -> dict[str, Any]:
+    async def call_path(self, path: str, payload: Any, request_id: str, caller: Optional[str] = None) -> CallOutcome:
         """A request from the queue: the endpoint at `path` answers `payload` as its HTTP
         route would, with what the endpoint printed meanwhile; `caller` is the user who
         submitted it (None: anonymous, to a public app), whose rights its file inputs get.
@@ -363,7 +363,7 @@ class FalAppReplica:
         elif not isinstance(body, (dict, list)) and status >= 400:
             body = {"detail": body}
         self._metrics.answered(status, time.perf_counter() - started)
-        return {"status_code": status, "body": body, "logs": list(logs)}
+        return CallOutcome(status, body, list(logs))
 
     async def __del__(self) -> None:
         await self._release()

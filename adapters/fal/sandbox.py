@@ -25,11 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
-UNSANDBOXED_VAR = "TENANTSERVE_UNSANDBOXED"
-NETWORK_VAR = "TENANTSERVE_RUNNER_NETWORK"
+from tenantserve.platform.core import settings
+
 INSTALL_HINT = "install bubblewrap on every node (Debian/Ubuntu: `apt-get install bubblewrap`)"
-UID_BASE_VAR = "TENANTSERVE_RUNNER_UID_BASE"
-DEFAULT_UID_BASE = 200_000
 SOCKETS = "/run/tenantserve"
 APP = "/app"
 
@@ -46,7 +44,7 @@ class SandboxUnavailable(RuntimeError):
 
 def unsandboxed() -> bool:
     """The operator's "one trusted team only" switch: runners without a sandbox."""
-    return os.environ.get(UNSANDBOXED_VAR, "") not in ("", "0", "false", "no")
+    return bool(settings.UNSANDBOXED.get())
 
 
 def bwrap() -> Optional[str]:
@@ -57,7 +55,7 @@ def check() -> None:
     """Raise SandboxUnavailable, saying how to fix it, if runners cannot be sandboxed here."""
     if not unsandboxed() and bwrap() is None:
         raise SandboxUnavailable(
-            f"this node cannot sandbox app runners: {INSTALL_HINT}, or set {UNSANDBOXED_VAR}=1 "
+            f"this node cannot sandbox app runners: {INSTALL_HINT}, or set {settings.UNSANDBOXED.name}=1 "
             "to run tenants' code unsandboxed (one trusted team only)"
         )
 
@@ -67,7 +65,7 @@ def runner_uid(owner_number: Optional[int]) -> Optional[int]:
     the node cannot switch users (the replica is not root, or runs runners unsandboxed)."""
     if owner_number is None or unsandboxed() or os.geteuid() != 0 or shutil.which("setpriv") is None:
         return None
-    return int(os.environ.get(UID_BASE_VAR) or DEFAULT_UID_BASE) + owner_number
+    return settings.RUNNER_UID_BASE.value() + owner_number
 
 
 @dataclass(frozen=True)
@@ -155,7 +153,7 @@ def command(argv: Sequence[str], mounts: Mounts, env: Mapping[str, str], info_fd
     check()
     args = [str(bwrap()), "--die-with-parent", "--new-session", "--unshare-pid", "--unshare-ipc",
             "--unshare-uts", "--unshare-cgroup-try", "--hostname", "runner"]
-    if not network or os.environ.get(NETWORK_VAR) == "none":
+    if not network or settings.RUNNER_NETWORK.get() == "none":
         args.append("--unshare-net")
     # /tmp first: binds below it (an environment or interpreter under /tmp) go on top of it.
     args += ["--tmpfs", "/", "--bind", str(mounts.scratch), "/tmp", "--proc", "/proc", "--dev", "/dev",

@@ -2,7 +2,7 @@
 for the app whose replica that worker becomes.
 
 Most of a runner's start is importing fal's SDK and its server (about 1.2 s on two
-cores). Every Ray worker of a node starts a spare as it starts (`platform/coldstart.py` is
+cores). Every Ray worker of a node starts a spare as it starts (`platform/cluster/coldstart.py` is
 preloaded in every worker), in a slot folder of its own: `app` (the replica writes the
 app's spec and modules there), `scratch` (its /tmp), `sockets`, and `data`, a shared mount
 point onto which the replica binds its owner's area of the node's model cache when it
@@ -35,12 +35,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Optional
 
+from tenantserve.platform.core import settings
+
 from . import sandbox
 
 logger = logging.getLogger("ray.serve")
 
 RUNNER_MODULE = "tenantserve_runner"
-SPARE_VAR = "TENANTSERVE_SPARE_RUNNERS"
 ROOT = Path(tempfile.gettempdir()) / "tenantserve-runners"
 UNCLAIMED_BUSY_S = 30.0
 # A spare not warm this long after it started (a loaded node, a hung import) is dropped: a
@@ -166,7 +167,7 @@ _lock = threading.Lock()
 
 
 def _eligible() -> bool:
-    if os.environ.get(SPARE_VAR, "1") == "0":
+    if not settings.SPARE_RUNNERS.value():
         return False
     return sandbox.unsandboxed() or (sandbox.bwrap() is not None and os.geteuid() == 0)
 

@@ -4,8 +4,8 @@ import asyncio
 import time
 
 import fal
-from fastapi import WebSocket
 from fal.exceptions import AppException, FieldException
+from fastapi import WebSocket
 from pydantic import BaseModel
 
 

@@ -1,7 +1,6 @@
 import fal
-from pydantic import BaseModel
-
 from helper_pkg.words import shout
+from pydantic import BaseModel
 
 
 class Shout(BaseModel):

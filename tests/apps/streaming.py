@@ -1,8 +1,7 @@
 import asyncio
+import json
 import time
 from typing import AsyncIterator, Iterator
-
-import json
 
 import fal
 from fastapi import WebSocket, WebSocketDisconnect

@@ -40,9 +40,9 @@ def _import_fal() -> None:
 def _prime_package_list() -> None:
     """fal prints the installed packages before setup(), reading every package's metadata
     (a fifth of a second); read them once, ahead, in the same interpreter."""
-    import fal.app
-
     from importlib.metadata import distributions
+
+    import fal.app
 
     line = ", ".join(f"{dist.metadata['Name']}=={dist.version}" for dist in distributions())
     fal.app._print_python_packages = lambda: print("[debug] Python packages installed:", line)
@@ -110,6 +110,7 @@ def main() -> None:
     _import_fal()
     _prime_package_list()
     import uvicorn
+
     from fal.api.api import FalServer
 
     from . import files, logs

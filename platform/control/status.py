@@ -8,11 +8,11 @@ from typing import Optional
 
 import ray
 
-from .apps import AppStatus, list_apps
-from .cluster import HEAD_RESOURCE, ClusterInfo
-from .placement import autoscaler_groups
-from .registry import Registry
-
+from tenantserve.platform.cluster import ray_private
+from tenantserve.platform.cluster.placement import autoscaler_groups
+from tenantserve.platform.cluster.ray_cluster import HEAD_RESOURCE, ClusterInfo
+from tenantserve.platform.control.apps import AppStatus, list_apps
+from tenantserve.platform.store.registry import Registry
 
 
 @dataclass
@@ -41,9 +41,7 @@ class PlatformStatus:
 
 
 def _nodes() -> list[NodeRow]:
-    from ray._private.state import available_resources_per_node
-
-    free = available_resources_per_node()
+    free = ray_private.free_resources_per_node()
     rows = []
     for node in ray.nodes():
         total = {k: v for k, v in node["Resources"].items() if not k.startswith("node:")}

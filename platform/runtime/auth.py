@@ -27,7 +27,7 @@ import json
 import time
 from typing import Any, Awaitable, Callable, Iterator, Optional
 
-from .registry import Registry
+from tenantserve.platform.store.registry import Registry
 
 ASGIApp = Callable[[dict, Callable[[], Awaitable[dict]], Callable[[dict], Awaitable[None]]], Awaitable[None]]
 AUTH_MODES = ("private", "shared", "public")

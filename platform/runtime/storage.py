@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
 import secrets
 import shutil
@@ -24,7 +23,8 @@ from urllib.parse import quote, unquote, urlsplit
 
 import fsspec
 
-from .auth import CALLER, refusal
+from tenantserve.platform.core import settings
+from tenantserve.platform.runtime.auth import CALLER, refusal
 
 FILES_ROUTE = "/files"
 DEFAULT_TTL_S = 7 * 24 * 3600.0
@@ -62,8 +62,8 @@ class FileStore:
 
     @classmethod
     def configured(cls, state_dir: Path) -> "FileStore":
-        root = os.environ.get("TENANTSERVE_STORAGE") or str(state_dir / "files")
-        return cls(root, float(os.environ.get("TENANTSERVE_FILES_TTL", DEFAULT_TTL_S)))
+        root = settings.STORAGE.get() or str(state_dir / "files")
+        return cls(root, settings.FILES_TTL.value())
 
     def _object(self, name: str) -> str:
         return f"{self._base.rstrip('/')}/{name}"

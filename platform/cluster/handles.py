@@ -17,7 +17,7 @@ import ray
 from ray import serve
 from ray.serve.handle import DeploymentHandle, DeploymentResponse
 
-from .naming import parse_app_ref, serve_app_name
+from tenantserve.platform.core.naming import parse_app_ref, serve_app_name
 
 
 class EndpointCaller:
@@ -56,7 +56,7 @@ def get_handle(ref: str, *, address: str | None = None) -> AppHandle:
     """A handle to `user/app`; connects this process to the platform's cluster if needed."""
     owner, app = parse_app_ref(ref)
     if not ray.is_initialized():
-        from .cluster import connect
+        from tenantserve.platform.cluster.ray_cluster import connect
 
         connect(address, start=False)
     return AppHandle(owner, app, serve.get_app_handle(serve_app_name(owner, app)))

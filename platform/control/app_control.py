@@ -18,15 +18,14 @@ from tenantserve.adapters.fal.loader import AppLoadError
 from tenantserve.adapters.fal.options import AppOptions, OptionsError
 from tenantserve.adapters.fal.sandbox import SandboxUnavailable, runner_uid
 from tenantserve.adapters.fal.upload import AppUpload, read_sandboxed
-
-from . import apps
-from .accounts import AccessError, Acting, Principal
-from .cluster import ClusterInfo, recorded, state_api_address
-from .logs import LogLine, read_logs
-from .naming import check_name
-from .registry import Registry
-from .runners import Runner, RunnerError, kill_runner, list_runners
-from .status import PlatformStatus, platform_status
+from tenantserve.platform.cluster.ray_cluster import ClusterInfo, recorded, state_api_address
+from tenantserve.platform.control import apps
+from tenantserve.platform.control.accounts import AccessError, Acting, Principal
+from tenantserve.platform.control.status import PlatformStatus, platform_status
+from tenantserve.platform.core.naming import check_name
+from tenantserve.platform.ops.logs import LogLine, read_logs
+from tenantserve.platform.ops.runners import Runner, RunnerError, kill_runner, list_runners
+from tenantserve.platform.store.registry import Registry
 
 Progress = Callable[[str], None]
 

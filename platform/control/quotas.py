@@ -9,8 +9,7 @@ from typing import Iterable
 
 from tenantserve.adapters.fal.bundle import AppBundle
 from tenantserve.adapters.fal.machines import accelerator_type
-
-from .registry import Registry
+from tenantserve.platform.store.registry import Registry
 
 
 class QuotaError(ValueError):

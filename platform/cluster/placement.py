@@ -8,18 +8,17 @@ the autoscaler keeps at zero nodes until an app asks for one.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 import ray
-from ray._private.state import available_resources_per_node
 
 from tenantserve.adapters.fal.machines import describe_resources, shortfall
+from tenantserve.platform.cluster import ray_private
+from tenantserve.platform.core import settings
 
 # `ray up` leaves the autoscaler's config on the head node here.
-BOOTSTRAP_CONFIG = "~/ray_bootstrap_config.yaml"
 
 
 @dataclass(frozen=True)
@@ -33,7 +32,7 @@ class NodeShape:
 def _groups_from_gcs() -> list[NodeShape]:
     """Node groups as Ray's v2 autoscaler (KubeRay) reports them to the GCS."""
     try:
-        config = ray._private.state.state.get_cluster_config()  # DeveloperAPI-level, like ray.nodes()
+        config = ray_private.cluster_config()
     except Exception:  # not reported, or an older GCS: no groups known
         return []
     if config is None:
@@ -63,12 +62,12 @@ def _groups_from_bootstrap(path: Path) -> list[NodeShape]:
 
 
 def autoscaler_groups() -> list[NodeShape]:
-    path = Path(os.environ.get("TENANTSERVE_AUTOSCALER_CONFIG", BOOTSTRAP_CONFIG)).expanduser()
+    path = settings.AUTOSCALER_CONFIG.value()
     return _groups_from_gcs() or (_groups_from_bootstrap(path) if path.is_file() else [])
 
 
 def running_nodes() -> list[NodeShape]:
-    free = available_resources_per_node()
+    free = ray_private.free_resources_per_node()
     return [
         NodeShape(node["NodeID"], dict(node["Resources"]), running=True, available=dict(free.get(node["NodeID"], {})))
         for node in ray.nodes()

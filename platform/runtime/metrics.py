@@ -8,7 +8,6 @@ replica health, proxy latency) carry the same app as `application="<tenant>.<app
 from __future__ import annotations
 
 import asyncio
-
 import os
 import time
 from pathlib import Path

@@ -13,8 +13,10 @@ from typing import TYPE_CHECKING, Optional
 
 from cryptography.fernet import Fernet, InvalidToken
 
+from tenantserve.platform.core import settings
+
 if TYPE_CHECKING:
-    from .registry import Registry
+    from tenantserve.platform.store.registry import Registry
 
 class SecretsError(ValueError):
     """A value this platform's key cannot decrypt, or no key to decrypt with."""
@@ -25,7 +27,7 @@ def key_file(state_dir: Path) -> Path:
 
 
 def load_key(path: Optional[Path], create: bool = False) -> bytes:
-    env = os.environ.get("TENANTSERVE_SECRET_KEY")
+    env = settings.SECRET_KEY.get()
     if env:
         return env.encode()
     if path is None or (not create and not path.exists()):

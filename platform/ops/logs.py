@@ -12,8 +12,8 @@ from typing import Callable, Iterator, Optional, TypeVar
 import ray
 from ray.util.state import get_log, list_logs
 
-from .cluster import state_api_address
-from .naming import serve_app_name
+from tenantserve.platform.cluster.ray_cluster import state_api_address
+from tenantserve.platform.core.naming import serve_app_name
 
 T = TypeVar("T")
 

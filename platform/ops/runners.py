@@ -9,8 +9,8 @@ from typing import Optional
 import ray
 from ray.util.state import list_actors, list_workers
 
-from .cluster import state_api_address
-from .naming import serve_app_name
+from tenantserve.platform.cluster.ray_cluster import state_api_address
+from tenantserve.platform.core.naming import serve_app_name
 
 _PREFIX = "SERVE_REPLICA::"
 

@@ -22,8 +22,8 @@ import logging
 import time
 from typing import Any, Optional
 
-from .auth import is_platform_health, refuse
-from .naming import is_valid_app_ref
+from tenantserve.platform.core.naming import is_valid_app_ref
+from tenantserve.platform.runtime.auth import is_platform_health, refuse
 
 logger = logging.getLogger("ray.serve")
 
@@ -88,7 +88,7 @@ class ProxyGate:
         if self._handle is None:
             from ray.serve.handle import DeploymentHandle
 
-            from .queue_server import APP_NAME, DEPLOYMENT_NAME
+            from tenantserve.platform.services.queue_server import APP_NAME, DEPLOYMENT_NAME
 
             self._handle = DeploymentHandle(DEPLOYMENT_NAME, APP_NAME)
         return await self._handle.admit.remote(owner, app, authorization, health)

@@ -2,7 +2,7 @@
 result, cancel) is durable because each request is a row, not a task in some process.
 
 States: IN_QUEUE -> IN_PROGRESS -> COMPLETED, or CANCELLED from the queue. A request that
-was IN_PROGRESS when its runner died goes back IN_QUEUE (keeping its place) until it has
+was IN_PROGRESS when its replica or the dispatcher died goes back IN_QUEUE (keeping its place) until it has
 used its attempts.
 """
 
@@ -16,8 +16,9 @@ from typing import Any, Optional
 
 from sqlalchemy import Column, Float, Integer, String, Table, Text, delete, func, insert, select, update
 
-from .bodies import dumps
-from .registry import Registry, metadata
+from tenantserve.platform.core.bodies import dumps
+from tenantserve.platform.core.outcomes import CallOutcome
+from tenantserve.platform.store.registry import Registry, metadata
 
 IN_QUEUE, IN_PROGRESS, COMPLETED, CANCELLED = "IN_QUEUE", "IN_PROGRESS", "COMPLETED", "CANCELLED"
 MAX_ATTEMPTS = 3
@@ -138,9 +139,10 @@ class RequestQueue:
         started.status, started.attempts, started.started_at = IN_PROGRESS, started.attempts + 1, started_at
         return started
 
-    def finish(self, request_id: str, status_code: int, result: Any, logs: list[dict[str, Any]]) -> None:
+    def finish(self, request_id: str, outcome: CallOutcome) -> None:
         """Record the outcome. One that JSON cannot carry back (NaN, Infinity) is stored
         as the 500 it would give a sync caller, so that every fetch of it answers."""
+        status_code, result, logs = outcome.status_code, outcome.body, outcome.logs
         try:
             result_text = dumps(result)
         except (ValueError, TypeError, RecursionError):
@@ -171,14 +173,14 @@ class RequestQueue:
         return expired
 
     def requeue(self, request_id: str) -> None:
-        """Back in line, at its old place: its runner died mid-request."""
+        """Back in line, at its old place: the app's replica died mid-request."""
         with self.engine.begin() as conn:
             conn.execute(update(requests_table).where(
                 requests_table.c.id == request_id, requests_table.c.status == IN_PROGRESS,
             ).values(status=IN_QUEUE, started_at=None))
 
     def recover(self) -> int:
-        """After a restart: requests that were running when the runner stopped run again."""
+        """After a restart: requests that were running when the dispatcher stopped run again."""
         with self.engine.begin() as conn:
             return conn.execute(update(requests_table).where(requests_table.c.status == IN_PROGRESS)
                                 .values(status=IN_QUEUE, started_at=None)).rowcount

@@ -23,6 +23,10 @@ import inspect
 import time
 from typing import Any, Callable, NamedTuple, Optional
 
+# isort: split
+import tenantserve.platform.cluster.ray_private  # noqa: F401  (checks Ray's version before its private names)
+
+# isort: split
 from ray.serve._private.application_state import ApplicationState
 from ray.serve._private.autoscaling_state import AutoscalingStateManager
 from ray.serve._private.common import RUNNING_REQUESTS_KEY, DeploymentID, ReplicaState
@@ -35,8 +39,8 @@ from ray.serve._private.router import RouterMetricsManager
 from ray.serve._private.utils import is_grpc_enabled
 from ray.serve.schema import ApplicationStatus, ProxyStatus
 
-from .auth import not_load_in_flight
-from .proxy_gate import ProxyGate, tenant_app
+from tenantserve.platform.cluster.proxy_gate import ProxyGate, tenant_app
+from tenantserve.platform.runtime.auth import not_load_in_flight
 
 _PATCHED = "_tenantserve_patched"
 QUIET_INTERVAL_S = 1.0

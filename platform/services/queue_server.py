@@ -1,0 +1,442 @@
+"""The Serve app at `/queue`: fal's queue API over the durable request queue, and the one
+dispatcher that feeds queued requests to the apps through Serve handles.
+
+    POST /queue/<user>/<app>[/<path>][?fal_webhook=URL]   submit; answers the request's URLs
+    GET  /queue/<user>/<app>/requests/<id>/status[?logs=1]
+    GET  /queue/<user>/<app>/requests/<id>/status/stream   the same, as server-sent events
+    GET  /queue/<user>/<app>/requests/<id>                 the result
+    PUT  /queue/<user>/<app>/requests/<id>/cancel
+
+Each app gets at most `max_concurrency` x `max_multiplexing` requests at a time from the
+queue, oldest first; apps do not share that budget, so one tenant's flood never holds
+back another tenant's app. The dispatcher is one replica; if it restarts, the requests it was
+running go back in line (they are rows in the registry, not tasks in memory).
+
+No `from __future__ import annotations`: Serve's class-based ingress would turn string
+annotations into query parameters.
+"""
+
+import asyncio
+import json
+import logging
+import time
+from typing import Any, Callable, Optional
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from ray import serve
+from ray.exceptions import ActorUnavailableError, RayActorError
+from ray.serve import RunTarget
+from ray.serve.exceptions import RequestCancelledError
+from sqlalchemy.exc import OperationalError
+
+from tenantserve.platform.cluster import ray_private
+from tenantserve.platform.core.bodies import MAX_QUEUE_BYTES, BodyError, declared_length, parse_json, read_limited
+from tenantserve.platform.core.naming import serve_app_name
+from tenantserve.platform.core.outcomes import CallOutcome
+from tenantserve.platform.runtime.auth import KeyCache, refusal
+from tenantserve.platform.runtime.busy import registry_busy
+from tenantserve.platform.store.registry import Registry
+from tenantserve.platform.store.request_queue import (
+    CANCELLED,
+    COMPLETED,
+    IN_PROGRESS,
+    IN_QUEUE,
+    START_TIMEOUT,
+    QueuedRequest,
+    RequestQueue,
+)
+
+logger = logging.getLogger("ray.serve")
+
+APP_NAME = "queue"
+DEPLOYMENT_NAME = "QueueServer"
+ROUTE = "/queue"
+RESULTS_TTL_S = 7 * 24 * 3600.0
+WEBHOOK_DELAYS_S = (0, 1, 2, 4, 8)  # five tries, then the webhook is given up on
+CANCELLED_STATUS = 499
+REGISTERED_CACHE_S = 5.0  # how long an app's registered bundle is trusted: `apps scale` applies soon
+MAX_PATH = 500  # the registry's column holds 512
+APP_CHECK_S = 2.0
+RECORD_RETRY_S = (0.1, 2.0)  # first and longest wait between tries to record an outcome
+
+api = FastAPI(title="tenantserve queue")
+api.add_exception_handler(OperationalError, registry_busy)
+
+
+def _error(status: int, detail: str) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=status)
+
+
+def _is_http_url(url: str) -> bool:
+    try:
+        parsed = httpx.URL(url)
+    except Exception:
+        return False
+    return parsed.scheme in ("http", "https") and bool(parsed.host)
+
+
+def _wants_logs(request: Request) -> bool:
+    return request.query_params.get("logs", "0").lower() not in ("0", "false", "")
+
+
+def _error_text(request: QueuedRequest) -> Optional[str]:
+    """What went wrong with a finished request, as fal's status and webhook report it."""
+    if request.status == CANCELLED:
+        return "Request cancelled"
+    if (request.status_code or 200) < 400:
+        return None
+    if isinstance(request.result, dict):
+        return str(request.result.get("detail", request.result))
+    return str(request.result)
+
+
+@serve.ingress(api)
+class QueueServer:
+    async def __init__(self, config: dict[str, Any]) -> None:
+        self.registry = Registry(config["registry_url"], migrate_schema=False)
+        self.queue = RequestQueue(self.registry)
+        self.keys = KeyCache(self.registry)
+        self.public_url = config["public_url"].rstrip("/") + ROUTE
+        self.results_ttl_s = config.get("results_ttl_s", RESULTS_TTL_S)
+        self.running: dict[str, Any] = {}  # request id -> its DeploymentResponse
+        self.cancel_requested: set[str] = set()  # started, not yet sent to the app
+        self.handles: dict[str, Any] = {}
+        self.stopping = False
+        self.per_app: dict[tuple[str, str], int] = {}
+        self.bundles: dict[tuple[str, str], tuple[float, Any]] = {}
+        self.wakeup = asyncio.Event()
+        recovered = await asyncio.to_thread(self.queue.recover)
+        if recovered:
+            logger.info("%d request(s) that were running go back in line", recovered)
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._dispatch_forever()), loop.create_task(self._housekeeping_forever())]
+        for request in await asyncio.to_thread(self.queue.pending_webhooks):
+            loop.create_task(self._deliver_webhook(request))
+
+    # the HTTP API
+
+    def _urls(self, owner: str, app: str, request_id: str) -> dict[str, str]:
+        base = f"{self.public_url}/{owner}/{app}/requests/{request_id}"
+        return {"status_url": f"{base}/status", "response_url": base, "cancel_url": f"{base}/cancel"}
+
+    async def _own_request(self, owner: str, app: str, request_id: str, request: Request) -> Any:
+        """The request if the caller may see it (its submitter; anyone for an anonymous
+        submit to a public app), else a 404 that says nothing about other users' requests."""
+        found = await asyncio.to_thread(self.queue.get, request_id)
+        if found is None or (found.owner, found.app) != (owner, app):
+            return _error(404, f"Request {request_id} not found")
+        if found.caller is not None and await self.keys.caller(request.headers.get("authorization")) != found.caller:
+            return _error(404, f"Request {request_id} not found")
+        return found
+
+    async def _status(self, found: QueuedRequest, with_logs: bool) -> dict[str, Any]:
+        status: dict[str, Any] = {"status": found.status, "request_id": found.id,
+                                  **self._urls(found.owner, found.app, found.id)}
+        if found.status == IN_QUEUE:
+            status["queue_position"] = await asyncio.to_thread(self.queue.position, found)
+        if found.status in (IN_PROGRESS, COMPLETED, CANCELLED):
+            status["logs"] = found.logs if with_logs else None
+        if found.status in (COMPLETED, CANCELLED):
+            status["status"] = COMPLETED  # fal reports a cancelled request as completed, with an error
+            elapsed = (found.finished_at or 0) - (found.started_at or found.finished_at or 0)
+            status["metrics"] = {"inference_time": elapsed} if found.started_at else {}
+            error = _error_text(found)
+            if error is not None:
+                status["error"] = error
+        return status
+
+    @api.post("/{owner}/{app}")
+    @api.post("/{owner}/{app}/{path:path}")
+    async def submit(self, owner: str, app: str, request: Request, path: str = "") -> Response:
+        bundle = await asyncio.to_thread(self.registry.get, owner, app)
+        if bundle is None:
+            return _error(404, f"No app {owner}/{app}")
+        caller = await self.keys.caller(request.headers.get("authorization"))
+        refused = refusal(bundle.options.app_auth, owner, caller)
+        if refused is not None:
+            return _error(*refused)
+        try:
+            body = await read_limited(request.stream(), MAX_QUEUE_BYTES, declared_length(request.headers))
+            payload = parse_json(body) if body else None
+        except BodyError as error:
+            return error.response()
+        timeout = request.headers.get("x-fal-request-timeout")  # fal's start deadline
+        try:
+            timeout_s = float(timeout) if timeout else None
+        except ValueError:
+            return _error(422, "X-Fal-Request-Timeout must be a number of seconds")
+        webhook = request.query_params.get("fal_webhook")
+        if webhook is not None and not _is_http_url(webhook):
+            return _error(422, "fal_webhook must be an http(s) URL")
+        if len(path) > MAX_PATH:
+            return _error(404, "Path not found")
+        no_retry = request.headers.get("x-fal-no-retry", "").lower() in ("1", "true", "yes")
+        queued = await asyncio.to_thread(
+            self.queue.submit, owner, app, "/" + path, payload, caller=caller, timeout_s=timeout_s,
+            webhook_url=webhook, retry=not no_retry,
+        )
+        self.wakeup.set()
+        return JSONResponse({
+            "request_id": queued.id, **self._urls(owner, app, queued.id),
+            "queue_position": await asyncio.to_thread(self.queue.position, queued),
+        })
+
+    @api.get("/{owner}/{app}/requests/{request_id}/status")
+    @api.get("/{owner}/{app}/requests/{request_id}/status/")  # fal's SDK client adds the slash
+    async def status(self, owner: str, app: str, request_id: str, request: Request) -> Response:
+        found = await self._own_request(owner, app, request_id, request)
+        if isinstance(found, Response):
+            return found
+        status = await self._status(found, _wants_logs(request))
+        return JSONResponse(status, status_code=200 if found.status in (COMPLETED, CANCELLED) else 202)
+
+    @api.get("/{owner}/{app}/requests/{request_id}/status/stream")
+    @api.get("/{owner}/{app}/requests/{request_id}/status/stream/")
+    async def status_stream(self, owner: str, app: str, request_id: str, request: Request) -> Response:
+        found = await self._own_request(owner, app, request_id, request)
+        if isinstance(found, Response):
+            return found
+        with_logs = _wants_logs(request)
+
+        async def events() -> Any:
+            last = None
+            current: Optional[QueuedRequest] = found
+            while current is not None:
+                status = await self._status(current, with_logs)
+                if status != last:
+                    yield f"data: {json.dumps(status)}\n\n"
+                    last = status
+                if current.status in (COMPLETED, CANCELLED):
+                    return
+                await asyncio.sleep(0.2)
+                current = await asyncio.to_thread(self.queue.get, request_id)
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    @api.get("/{owner}/{app}/requests/{request_id}")
+    @api.get("/{owner}/{app}/requests/{request_id}/")
+    async def result(self, owner: str, app: str, request_id: str, request: Request) -> Response:
+        found = await self._own_request(owner, app, request_id, request)
+        if isinstance(found, Response):
+            return found
+        if found.status == CANCELLED:
+            return _error(CANCELLED_STATUS, "Request cancelled")
+        if found.status != COMPLETED:
+            return _error(400, f"Request is still {'in queue' if found.status == IN_QUEUE else 'in progress'}")
+        headers = {"x-fal-request-id": found.id}
+        if isinstance(found.result, dict) and found.result.get("error_type") == START_TIMEOUT:
+            headers["x-fal-request-timeout-type"] = "user"
+        return JSONResponse(found.result, status_code=found.status_code or 200, headers=headers)
+
+    @api.put("/{owner}/{app}/requests/{request_id}/cancel")
+    @api.put("/{owner}/{app}/requests/{request_id}/cancel/")
+    async def cancel(self, owner: str, app: str, request_id: str, request: Request) -> Response:
+        found = await self._own_request(owner, app, request_id, request)
+        if isinstance(found, Response):
+            return found
+        if await asyncio.to_thread(self.queue.cancel_queued, request_id):
+            refreshed = await asyncio.to_thread(self.queue.get, request_id)
+            if refreshed is not None and refreshed.webhook_url:
+                asyncio.get_running_loop().create_task(self._deliver_webhook(refreshed))
+            return JSONResponse({"status": "CANCELLATION_REQUESTED"}, status_code=202)
+        running = self.running.get(request_id)
+        if running is not None:
+            running.cancel()
+            return JSONResponse({"status": "CANCELLATION_REQUESTED"}, status_code=202)
+        if found.status == IN_PROGRESS:  # started, not yet handed to the app
+            self.cancel_requested.add(request_id)
+            return JSONResponse({"status": "CANCELLATION_REQUESTED"}, status_code=202)
+        return JSONResponse({"status": "ALREADY_COMPLETED"}, status_code=400)
+
+    # the proxy's gate (proxy_gate.py)
+
+    async def admit(self, owner: str, app: str, authorization: str, health: bool) -> Optional[dict[str, Any]]:
+        """Serve's proxy asks this before a request wakes a replica of an app at zero.
+        `{"pass": True}`: let it wake the app; None: the same, but ask again next time (an
+        app not registered yet). Else the answer to give instead: the app's refusal, or for
+        its health check the registered revision's health."""
+        bundle = await self._registered(owner, app)
+        if bundle is None:  # being deployed for the first time, or `platform run`'s: the app decides
+            return None
+        if health:
+            return {"status": 200, "body": {"status": "ok", "version": bundle.code_version}}
+        refused = refusal(bundle.options.app_auth, owner, await self.keys.caller(authorization))
+        return {"pass": True} if refused is None else {"status": refused[0], "body": {"detail": refused[1]}}
+
+    async def _registered(self, owner: str, app: str) -> Any:
+        cached = self.bundles.get((owner, app))
+        if cached and cached[0] > time.monotonic():
+            return cached[1]
+        bundle = await asyncio.to_thread(self.registry.get, owner, app)
+        if bundle is not None:  # an app not registered yet may be in its first deploy: ask again next time
+            self.bundles[(owner, app)] = (time.monotonic() + REGISTERED_CACHE_S, bundle)
+        return bundle
+
+    # the dispatcher
+
+    def __del__(self) -> None:
+        """Serve is stopping this dispatcher (an update or a shutdown): start nothing more, so
+        that a new dispatcher alone takes the queue from here."""
+        self.stopping = True
+
+    async def _dispatch_forever(self) -> None:
+        while not self.stopping:
+            try:
+                await self._dispatch()
+            except Exception:
+                logger.exception("queue dispatch failed; trying again")
+            try:
+                await asyncio.wait_for(self.wakeup.wait(), timeout=0.5)
+            except asyncio.TimeoutError:
+                pass
+            self.wakeup.clear()
+
+    async def _capacity(self, owner: str, app: str) -> Optional[int]:
+        """How many of the app's requests may run at once (None: no such app); read from
+        the registry at most every few seconds, so `apps scale` applies soon."""
+        bundle = await self._registered(owner, app)
+        return bundle.options.max_concurrency * bundle.options.max_multiplexing if bundle else None
+
+    async def _dispatch(self) -> None:
+        if self.stopping:
+            return
+        for request_id in await asyncio.to_thread(self.queue.expire_unstarted):
+            late = await asyncio.to_thread(self.queue.get, request_id)
+            if late is not None and late.webhook_url:
+                asyncio.get_running_loop().create_task(self._deliver_webhook(late))
+        for owner, app in await asyncio.to_thread(self.queue.waiting_apps):
+            capacity = await self._capacity(owner, app)
+            while self.per_app.get((owner, app), 0) < (capacity or 1):
+                started = await asyncio.to_thread(self.queue.start_next, owner, app)
+                if started is None:
+                    break
+                self.per_app[(owner, app)] = self.per_app.get((owner, app), 0) + 1
+                asyncio.get_running_loop().create_task(self._run(started, known=capacity is not None))
+
+    async def _run(self, request: QueuedRequest, known: bool) -> None:
+        key = (request.owner, request.app)
+        try:
+            if not known:
+                outcome = CallOutcome.failed(404, f"No app {request.owner}/{request.app}")
+            elif request.id in self.cancel_requested:
+                outcome = CallOutcome.failed(CANCELLED_STATUS, "Request cancelled")
+            else:
+                outcome = await self._call(request)
+            if outcome is None:  # the replica died: back in line
+                await self._until_recorded(request.id, self.queue.requeue, request.id)
+                return
+            await self._until_recorded(request.id, self.queue.finish, request.id, outcome)
+            if request.webhook_url:  # on its own: the app's slot frees now
+                finished = await asyncio.to_thread(self.queue.get, request.id)
+                if finished is not None:
+                    asyncio.get_running_loop().create_task(self._deliver_webhook(finished))
+        except Exception:
+            logger.exception("request %s: recording its outcome or starting its webhook failed", request.id)
+        finally:
+            self.cancel_requested.discard(request.id)
+            self.per_app[key] -= 1
+            self.wakeup.set()
+
+    async def _until_recorded(self, request_id: str, write: Callable[..., None], *args: Any) -> None:
+        """Write a request's outcome, trying again while the registry refuses (locked,
+        unreachable): a finished request never stays IN_PROGRESS behind a busy database,
+        which would run it a second time after the next restart. Other errors are not
+        the database's and are raised."""
+        delay = RECORD_RETRY_S[0]
+        while True:
+            try:
+                await asyncio.to_thread(write, *args)
+                return
+            except OperationalError as error:
+                logger.warning("request %s: recording its outcome failed (%s); retrying in %gs",
+                               request_id, error, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RECORD_RETRY_S[1])
+
+    async def _handle(self, owner: str, app: str) -> Any:
+        name = serve_app_name(owner, app)
+        if name not in self.handles:  # a look-up asks Serve's controller: off the event loop
+            self.handles[name] = await asyncio.to_thread(serve.get_app_handle, name)
+        return self.handles[name]
+
+    async def _call(self, request: QueuedRequest) -> Optional[CallOutcome]:
+        try:
+            handle = await self._handle(request.owner, request.app)
+        except Exception as error:  # deleted since it was queued, or not running
+            return CallOutcome.failed(503, f"{request.owner}/{request.app} is not serving: {error}", request.id)
+        response = handle.call_path.remote(request.path, request.payload, request.id, request.caller)
+        self.running[request.id] = response
+        try:
+            return await self._answer_unless_deleted(request, response)
+        except RequestCancelledError:
+            return CallOutcome.failed(CANCELLED_STATUS, "Request cancelled")
+        except (RayActorError, ActorUnavailableError) as error:
+            if request.attempts < request.max_attempts:
+                logger.warning("request %s: the replica died (%s); retrying", request.id, type(error).__name__)
+                return None
+            tries = "once" if request.attempts == 1 else f"in each of {request.attempts} attempts"
+            detail = f"The app's replica died while serving this request ({tries})"
+            return CallOutcome.failed(500, detail, request.id)
+        except Exception as error:
+            logger.exception("request %s failed in the queue", request.id)
+            return CallOutcome.failed(500, str(error) or "Internal Server Error", request.id)
+        finally:
+            self.running.pop(request.id, None)
+
+    async def _answer_unless_deleted(self, request: QueuedRequest, response: Any) -> CallOutcome:
+        """The app's answer; a handle to an app deleted meanwhile would wait for a replica
+        forever, so the registry is asked every few seconds whether the app still exists."""
+
+        async def answer() -> Any:
+            return await response
+
+        pending = asyncio.ensure_future(answer())
+        while True:
+            done, _ = await asyncio.wait({pending}, timeout=APP_CHECK_S)
+            if done:
+                return pending.result()
+            if await asyncio.to_thread(self.registry.get, request.owner, request.app) is None:
+                response.cancel()
+                pending.cancel()
+                self.handles.pop(serve_app_name(request.owner, request.app), None)
+                detail = f"{request.owner}/{request.app} was deleted before it answered"
+                return CallOutcome.failed(404, detail, request.id)
+
+    async def _deliver_webhook(self, request: QueuedRequest) -> None:
+        """POST fal's webhook body, with retries and backoff; a receiver that keeps failing
+        is given up on without holding anything else back."""
+        error = _error_text(request)
+        body = {
+            "request_id": request.id, "gateway_request_id": request.id, "status": "ERROR" if error else "OK",
+            "payload": None if error else request.result, "error": error,
+        }
+        async with httpx.AsyncClient(timeout=10) as client:
+            for delay in WEBHOOK_DELAYS_S:
+                await asyncio.sleep(delay)
+                try:
+                    answer = await client.post(request.webhook_url or "", json=body)
+                    if answer.status_code < 300:
+                        await asyncio.to_thread(self.queue.set_webhook_state, request.id, "delivered")
+                        return
+                except Exception:  # refused, unreachable, malformed: all count as a failed try
+                    pass
+        logger.warning("request %s: webhook %s failed %d times; giving up", request.id, request.webhook_url,
+                       len(WEBHOOK_DELAYS_S))
+        await asyncio.to_thread(self.queue.set_webhook_state, request.id, "failed")
+
+    async def _housekeeping_forever(self) -> None:
+        while True:
+            try:
+                await asyncio.to_thread(self.queue.expire, self.results_ttl_s)
+            except Exception:
+                logger.exception("expiring old queue results failed")
+            await asyncio.sleep(600)
+
+
+def queue_server_target(config: dict[str, Any], version: str) -> RunTarget:
+    deployment = serve.deployment(QueueServer, name=DEPLOYMENT_NAME, num_replicas=1,
+                                  ray_actor_options={"num_cpus": 0.05}, max_ongoing_requests=1000)
+    deployment = ray_private.pinned(deployment, version)
+    return RunTarget(target=deployment.bind(config), name=APP_NAME, route_prefix=ROUTE)
