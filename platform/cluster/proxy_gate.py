@@ -23,6 +23,7 @@ import time
 from typing import Any, Optional
 
 from tenantserve.platform.core.naming import is_valid_app_ref
+from tenantserve.platform.core.outcomes import Admission
 from tenantserve.platform.runtime.auth import is_platform_health, refuse
 
 logger = logging.getLogger("ray.serve")
@@ -42,7 +43,7 @@ def tenant_app(route_prefix: str, app_name: str) -> Optional[tuple[str, str]]:
 
 class ProxyGate:
     def __init__(self) -> None:
-        self._decisions: dict[tuple[str, str, str, bool], tuple[float, Optional[dict[str, Any]]]] = {}
+        self._decisions: dict[tuple[str, str, str, bool], tuple[float, Optional[Admission]]] = {}
         self._handle: Any = None
 
     async def answer(self, scope: dict, receive: Any, send: Any, route_prefix: str, owner: str, app: str,
@@ -56,18 +57,18 @@ class ProxyGate:
         headers = dict(scope.get("headers") or [])
         authorization = headers.get(b"authorization", b"").decode("latin-1")
         decision = await self._decide(owner, app, authorization, health)
-        if decision is None or decision.get("pass"):
+        if decision is None or decision.passes:
             return False
-        if decision["status"] == 200:
-            body = json.dumps(decision["body"]).encode()
+        if decision.status_code == 200:
+            body = json.dumps(decision.body).encode()
             await send({"type": "http.response.start", "status": 200,
                         "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
             await send({"type": "http.response.body", "body": body if scope.get("method") != "HEAD" else b""})
         else:
-            await refuse(scope, receive, send, decision["status"], decision["body"]["detail"])
+            await refuse(scope, receive, send, decision.status_code, decision.body["detail"])
         return True
 
-    async def _decide(self, owner: str, app: str, authorization: str, health: bool) -> Optional[dict[str, Any]]:
+    async def _decide(self, owner: str, app: str, authorization: str, health: bool) -> Optional[Admission]:
         key = (owner, app, authorization, health)
         now = time.monotonic()
         cached = self._decisions.get(key)
@@ -84,7 +85,7 @@ class ProxyGate:
             self._decisions[key] = (now + CACHE_S, decision)
         return decision
 
-    async def _ask(self, owner: str, app: str, authorization: str, health: bool) -> Optional[dict[str, Any]]:
+    async def _ask(self, owner: str, app: str, authorization: str, health: bool) -> Optional[Admission]:
         if self._handle is None:
             from ray.serve.handle import DeploymentHandle
 

@@ -87,39 +87,12 @@ def _haproxy_folder(temp_dir: str) -> Path:
 
 
 def haproxy_env(temp_dir: str, binary: str, tls_pem: Optional[Path] = None) -> dict[str, str]:
-    """Serve's HAProxy ingress in throughput-optimized mode: HAProxy forwards each request
-    straight to a replica's own HTTP server, with no Python proxy between them.
-
-    Serve's HAProxy files and ports default to fixed places (/tmp/haproxy-serve, 8404,
-    9101, and 8500 for the proxy behind it); each cluster gets its own, so two platforms
-    can share a machine. The folder's
-    path stays short: Serve puts the 56-character node id inside it, and a socket's path
-    must fit in 107 bytes.
-
-    Serve starts HAProxy through a launcher written here. Serve reloads HAProxy on every
-    routing change (a deploy, a replica added or gone), and its config keeps a reloaded-out
-    process's idle keep-alive connections open until their next request
-    (`option idle-close-on-response`), which that process then routes with the old table:
-    a pooled client got a 404 from a just-deployed app. The launcher drops that line, so the
-    old process closes idle connections at the reload (clients open new ones) while Serve's
-    seamless socket handover (`-x`) still keeps new connections from being refused.
-
-    For the same reason a stopped replica need not stay reachable for Serve's default 30 s
-    after HAProxy stops sending it requests (for old HAProxy processes still routing on
-    idle connections); it drains its in-flight requests either way. Five seconds cover a
-    reload, and a scaled-down replica's process (about 170 MB) is gone 25 s sooner, which
-    on a node of many scale-to-zero apps is most of its memory.
-
-    HAProxy health-checks every server of every app's backend, and each backend lists Serve's
-    proxy as its fallback: every 5 s by default, 40 checks a second to that one proxy with
-    200 apps. Every HEALTH_CHECK_INTER; a replica that dies leaves HAProxy's table when the
-    controller sees its actor gone, not by these checks.
-
-    With `tls_pem` (certificate and key in one file, as HAProxy reads them) the launcher
-    also makes HAProxy terminate TLS on the HTTP port (Serve's config has no TLS option):
-    `ssl crt` on the HTTP frontend's bind line, and `X-Forwarded-Proto: https` on what it
-    forwards, so that the URLs apps build (redirects among them) say https. Everything
-    behind it, replicas and the fallback proxy, is reached over plain HTTP on this machine."""
+    """Serve's HAProxy ingress in throughput-optimized mode, with this cluster's own files
+    and ports (two platforms share a machine; the folder's path stays short, as a socket's
+    path must fit in 107 bytes), started through a launcher written here that drops
+    `option idle-close-on-response` from Serve's config and, with `tls_pem` (certificate and
+    key in one file), terminates TLS on the HTTP port. docs/design.md ("The ingress") says
+    why each setting here differs from Serve's default."""
     folder = _haproxy_folder(temp_dir)
     folder.mkdir(parents=True, exist_ok=True)
     launcher = folder / "haproxy"

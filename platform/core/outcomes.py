@@ -1,5 +1,7 @@
-"""What a queued call came to, as the app's replica answers the queue's dispatcher (over a
-Serve handle) and as the request queue records it."""
+"""What crosses between the platform's processes about a request (over Serve handles): a
+queued call's outcome, from the app's replica to the queue's dispatcher and the request
+queue, and the admission of a request to an app at zero replicas, from the queue service
+to Serve's proxy."""
 
 from __future__ import annotations
 
@@ -23,3 +25,21 @@ class CallOutcome:
         if request_id is not None:
             body["request_id"] = request_id
         return cls(status_code, body)
+
+
+@dataclass(frozen=True)
+class Admission:
+    """Whether a request may wake an app at zero replicas: `passes`, or the answer to give
+    it instead (the app's refusal, or for its health check the registered revision's health)."""
+
+    passes: bool
+    status_code: int = 200
+    body: Any = None
+
+    @classmethod
+    def let_through(cls) -> Admission:
+        return cls(True)
+
+    @classmethod
+    def answer(cls, status_code: int, body: Any) -> Admission:
+        return cls(False, status_code, body)

@@ -34,7 +34,7 @@ from sqlalchemy.exc import OperationalError
 from tenantserve.platform.cluster import ray_private
 from tenantserve.platform.core.bodies import MAX_QUEUE_BYTES, BodyError, declared_length, parse_json, read_limited
 from tenantserve.platform.core.naming import serve_app_name
-from tenantserve.platform.core.outcomes import CallOutcome
+from tenantserve.platform.core.outcomes import Admission, CallOutcome
 from tenantserve.platform.runtime.auth import KeyCache, refusal
 from tenantserve.platform.runtime.busy import registry_busy
 from tenantserve.platform.store.registry import Registry
@@ -252,18 +252,16 @@ class QueueServer:
 
     # the proxy's gate (proxy_gate.py)
 
-    async def admit(self, owner: str, app: str, authorization: str, health: bool) -> Optional[dict[str, Any]]:
+    async def admit(self, owner: str, app: str, authorization: str, health: bool) -> Optional[Admission]:
         """Serve's proxy asks this before a request wakes a replica of an app at zero.
-        `{"pass": True}`: let it wake the app; None: the same, but ask again next time (an
-        app not registered yet). Else the answer to give instead: the app's refusal, or for
-        its health check the registered revision's health."""
+        None: let it wake the app, and ask again next time (an app not registered yet)."""
         bundle = await self._registered(owner, app)
         if bundle is None:  # being deployed for the first time, or `platform run`'s: the app decides
             return None
         if health:
-            return {"status": 200, "body": {"status": "ok", "version": bundle.code_version}}
+            return Admission.answer(200, {"status": "ok", "version": bundle.code_version})
         refused = refusal(bundle.options.app_auth, owner, await self.keys.caller(authorization))
-        return {"pass": True} if refused is None else {"status": refused[0], "body": {"detail": refused[1]}}
+        return Admission.let_through() if refused is None else Admission.answer(refused[0], {"detail": refused[1]})
 
     async def _registered(self, owner: str, app: str) -> Any:
         cached = self.bundles.get((owner, app))
