@@ -2,8 +2,8 @@
 
 Operators set them where the platform runs (the shell of `platform up`, each node of a
 multi-node cluster); users set the CLI's. `docs/configuration.md` lists the same table (a
-test keeps the two equal). The variables that the platform sets for its own runners and
-replicas are named in `RUNNER_VARIABLES`: nobody sets those by hand.
+test keeps the two equal). The variables that a replica sets for its runner are named in
+`RUNNER_VARIABLES` (two of them pass operator settings of the same names on).
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ class Setting(Generic[T]):
     def value(self) -> T:
         """`get()` for a setting with a default."""
         found = self.get()
-        assert found is not None, f"{self.name} has no default"
+        if found is None:
+            raise LookupError(f"{self.name} is not set and has no default")
         return found
 
 
@@ -100,9 +101,10 @@ KEY = _setting("TENANTSERVE_KEY", None, str, "CLI",
 USER = _setting("TENANTSERVE_USER", None, str, "CLI (operators)",
                 "The user the operator's direct commands act as; default the OS user.")
 
-# Set by a replica for its runner (and read inside the sandbox, where this package is not).
+# Set by a replica for its runner (and read inside the sandbox, where this package is not);
+# the last two carry the operator's settings of the same names into the runner.
 RUNNER_VARIABLES = ("TENANTSERVE_FILES_URL", "TENANTSERVE_CONTROL_SOCKET", "TENANTSERVE_NODE_ID",
-                    "TENANTSERVE_REPLICA_ID")
+                    "TENANTSERVE_REPLICA_ID", "TENANTSERVE_MODEL_CACHE", "TENANTSERVE_DOWNLOAD_HOSTS")
 
 
 def state_dir() -> Path:
