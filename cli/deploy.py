@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import signal
 import threading
+from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, TypeVar
 
 import click
+from rich.markup import escape
 
-from tenantserve.adapters.fal.bundle import prepare
-from tenantserve.adapters.fal.loader import AppLoadError
+from tenantserve.adapters.fal.loader import AppLoadError, enclosing_package, parse_ref
 from tenantserve.adapters.fal.options import OptionsError
-from tenantserve.adapters.fal.upload import AppUpload, collect
+from tenantserve.adapters.fal.plan import DeployPlan
+from tenantserve.adapters.fal.upload import AppUpload, collect, read_sandboxed
 
 from .client import ControlPlaneClient, for_user
 from .common import console, default_user, friendly_errors, user_option
@@ -70,9 +72,11 @@ def _request(upload: AppUpload, app_name: Optional[str], auth: Optional[str], ep
 def deploy(ref: str, app_name: Optional[str], auth: Optional[str], dry_run: bool, as_json: bool,
            user: Optional[str]) -> None:
     """Deploy an App class; wait until it answers and print its URL."""
-    if dry_run:
-        bundle = _loaded(ref, lambda: prepare(ref, owner=user or default_user(), app_name=app_name))
-        return print_plan(bundle.with_auth(auth), as_json)
+    if dry_run:  # read as the server will: only what the upload ships is importable
+        upload = _loaded(ref, lambda: collect(ref))
+        bundle, found = _loaded(ref, lambda: read_sandboxed(upload, user or default_user(), app_name, sandboxed=False))
+        bundle = bundle.with_auth(auth)
+        return print_plan(DeployPlan(**{**found, "auth": bundle.options.app_auth, "revision": bundle.revision}), as_json)
     client = ControlPlaneClient()
     upload = _loaded(ref, lambda: collect(ref))
     done = follow_deploy(client.deploy_events("POST", "/apps", json=_request(upload, app_name, auth), params=for_user(user)),
@@ -81,25 +85,82 @@ def deploy(ref: str, app_name: Optional[str], auth: Optional[str], dry_run: bool
     console.print(f"  URL: {done['url']}  (auth: {done['auth']})")
 
 
+def _follow_logs(client: ControlPlaneClient, app: str, stop: threading.Event) -> None:
+    """Print the app's replica logs as they come (fal run's live logs), until `stop`; a
+    dropped stream is taken up again from the time of the last line printed, without the
+    lines of that time already printed."""
+    last_time, printed_then = None, set()
+    while not stop.is_set():
+        replay = last_time
+        try:
+            for event in client.stream("GET", f"{client.app_path(app)}/logs",
+                                       params={"follow": True, **({"since": last_time} if last_time else {})}):
+                if stop.is_set():
+                    return
+                if replay and (event["time"] < replay or (event["time"] == replay and event["line"] in printed_then)):
+                    continue
+                console.print(event["line"], markup=False)
+                if event["time"] != last_time:
+                    last_time, printed_then = event["time"], set()
+                printed_then.add(event["line"])
+        except click.ClickException:
+            pass
+        stop.wait(1)
+
+
+def _redeploys(client: ControlPlaneClient, ref: str, accepted: dict[str, Any], stop: threading.Event) -> None:
+    """`run --reload`: each change under the app file's folder deploys the app again under
+    the run's name; a deploy that fails says why and the running version keeps serving."""
+    import watchfiles
+
+    folder = parse_ref(ref)[0].resolve().parent
+    package = enclosing_package(folder)
+    watched = sorted({folder, *([package] if package else [])})  # what ships with the app from its project
+    for changes in watchfiles.watch(*watched, stop_event=stop, raise_interrupt=False):
+        names = ", ".join(sorted({Path(path).name for _, path in changes}))
+        console.print(f"[yellow]Changed[/yellow] {names}: deploying again")
+        try:
+            upload = _loaded(ref, lambda: collect(ref))
+            request = _request(upload, accepted["app"], "public", ephemeral=True)
+            done = follow_deploy(client.deploy_events("POST", "/apps", json=request, params=for_user(accepted["owner"])),
+                                 ref)
+            console.print(f"[green]Reloaded[/green] (revision {done['revision']})")
+        except click.ClickException as error:
+            console.print(f"[red]{escape(error.message)}[/red]")
+
+
 @click.command()
 @click.argument("ref", metavar="FILE::CLASS")
+@click.option("--reload", is_flag=True, help="Deploy again whenever a file in the app's folder changes.")
 @user_option
 @friendly_errors
-def run(ref: str, user: Optional[str]) -> None:
-    """Serve an App class, public, until Ctrl-C, then remove it."""
+def run(ref: str, reload: bool, user: Optional[str]) -> None:
+    """Serve an App class, public, with its logs, until Ctrl-C, then remove it."""
     client = ControlPlaneClient()
     upload = _loaded(ref, lambda: collect(ref))
     stop = threading.Event()
+
+    def interrupted(*_: Any) -> None:
+        """The first Ctrl-C stops after a deploy in flight; a second stops now."""
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, interrupted)
     accepted: dict[str, Any] = {}
     try:
         done = follow_deploy(client.deploy_events("POST", "/apps", json=_request(upload, None, "public", ephemeral=True),
                                            params=for_user(user)), ref, accepted)
+        label = f"{accepted['owner']}/{accepted['app']}"
         console.print(f"Access your exposed service at {done['url']}")
-        console.print("Press Ctrl-C to stop it.")
+        console.print("Press Ctrl-C to stop it." + (" Watching for changes." if reload else ""))
+        threading.Thread(target=_follow_logs, args=(client, label, stop), daemon=True).start()
+        if reload:
+            _redeploys(client, ref, accepted, stop)
         stop.wait()
     finally:
+        stop.set()
         if accepted:
             label = f"{accepted['owner']}/{accepted['app']}"
             with console.status("Removing the app"):

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Iterator
+import sys
+import uuid
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import httpx
 import pytest
@@ -29,7 +32,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.cluster)
 
 
-from helpers import RetryingTransport, free_port, platform_cmd  # noqa: E402
+from helpers import POSTGRES, RetryingTransport, free_port, platform_cmd, remove_image_containers  # noqa: E402
 
 DOWNLOAD_PORT = free_port()  # the one local port the session's runners may download from
 
@@ -42,9 +45,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     http_port = free_port()
     # The operator's settings, read where the platform runs (its control plane deploys):
     # a file the autoscaler tests write node groups into, and a local host runners may
-    # download from (fal refuses private addresses).
+    # download from (fal refuses private addresses). The node is in region `local` (Ray's
+    # region label, which apps' `regions` select).
     operator = {"TENANTSERVE_AUTOSCALER_CONFIG": str(home / "ray_bootstrap_config.yaml"),
-                "TENANTSERVE_DOWNLOAD_HOSTS": f"127.0.0.1:{DOWNLOAD_PORT}"}
+                "TENANTSERVE_DOWNLOAD_HOSTS": f"127.0.0.1:{DOWNLOAD_PORT}", "RAY_NODE_REGION": "local"}
     platform_cmd(
         "up", f"--port={free_port()}", f"--http-port={http_port}", f"--dashboard-port={free_port()}",
         "--num-cpus=8", "--num-gpus=1", "--resources", json.dumps({"accelerator_type:A100": 1}), env=operator,
@@ -60,6 +64,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
         from tenantserve.platform.cluster.ray_cluster import down
 
         down()
+        remove_image_containers(home)
 
 
 @pytest.fixture(scope="session")
@@ -76,6 +81,7 @@ def http(base_url: str) -> Iterator[httpx.Client]:
 TEST_USERS = (
     "alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi",
     "ivan", "judy", "kim", "lena", "mia", "olga", "petra", "quinn", "rita", "sam", "remote", "tina", "uma",
+    "vera", "walt", "xena", "yara",
 )
 
 
@@ -84,7 +90,7 @@ def keys(cluster: dict) -> dict[str, str]:
     """The test users, created by the bootstrap admin (this process), and one key each."""
     from tenantserve.cli.main import cli as platform_cli
 
-    runner = CliRunner()
+    runner = _ShowingRunner()
     created = {}
     for name in TEST_USERS:
         result = runner.invoke(platform_cli, ["users", "create", name], catch_exceptions=False)
@@ -93,16 +99,56 @@ def keys(cluster: dict) -> dict[str, str]:
     return created
 
 
+class _ShowingRunner(CliRunner):
+    """Writes what a command printed to the real stderr when it is cut off (a test's
+    timeout), so that the failure shows where a deploy was waiting."""
+
+    @contextmanager
+    def isolation(self, *args: Any, **kwargs: Any) -> Iterator[Any]:
+        with super().isolation(*args, **kwargs) as streams:
+            try:
+                yield streams
+            except BaseException:
+                sys.__stderr__.write(streams[-1].getvalue().decode(errors="replace"))
+                raise
+
+
 @pytest.fixture(scope="session")
 def cli(cluster: dict, keys: dict[str, str]):
     """Invoke the `platform` CLI in this process (sharing its Ray connection), as the admin
     unless `as_user` names a test user."""
     from tenantserve.cli.main import cli as platform_cli
 
-    runner = CliRunner()
+    runner = _ShowingRunner()
 
     def invoke(*args: str, as_user: str | None = None) -> Result:
         env = {"TENANTSERVE_KEY": keys[as_user]} if as_user else None
         return runner.invoke(platform_cli, list(args), env=env, catch_exceptions=False)
 
     return invoke
+
+
+@pytest.fixture(scope="module")
+def postgres_url() -> Iterator[str]:
+    """A database of its own on the machine's PostgreSQL server, for one test module."""
+    import sqlalchemy as sa
+
+    try:
+        admin = sa.create_engine(POSTGRES, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            name = f"tenantserve_{uuid.uuid4().hex[:10]}"
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    except Exception as error:  # no driver, no server, no rights
+        print(f"PostgreSQL registry tests skipped: {POSTGRES} unusable: {error}")
+        pytest.skip(f"no PostgreSQL server usable at {POSTGRES}: {error}")
+    yield admin.url.set(database=name).render_as_string(hide_password=False)
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def registry_url(request: pytest.FixtureRequest, tmp_path) -> str:
+    """The registry on each database the platform supports."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'registry.db'}"
+    return request.getfixturevalue("postgres_url")

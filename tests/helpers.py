@@ -8,6 +8,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional, TypeVar
@@ -15,6 +16,8 @@ from typing import Any, Callable, Optional, TypeVar
 import httpx
 from click.testing import Result
 
+# The PostgreSQL server the registry tests use (the machine's, trust auth); skipped without one.
+POSTGRES = os.environ.get("TENANTSERVE_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 def serve_connected() -> Any:
     """Ray Serve's API, on the session's cluster: this process connects to it first, so that
@@ -179,3 +182,41 @@ def deployed(cli, ref: str, *extra: str) -> Result:
     result = cli("deploy", str(APPS / ref) if "/" not in ref else ref, *extra, *auth)
     assert result.exit_code == 0, result.output
     return result
+
+
+TEST_BASE_IMAGE = "tenantserve-test-base"
+
+
+def ensure_test_base_image() -> None:
+    """The local base image the container app tests build on (no registry is reachable):
+    a minimal Debian root with Python, made with debootstrap from Debian's packages and
+    imported into buildah's store once per machine."""
+    if subprocess.run(["buildah", "inspect", "--type", "image", TEST_BASE_IMAGE], capture_output=True).returncode == 0:
+        return
+    root = Path(tempfile.mkdtemp(prefix="tenantserve-debian-"))
+    try:
+        subprocess.run(["debootstrap", "--variant=minbase", "--include=python3", "bookworm", str(root / "rootfs"),
+                        "http://deb.debian.org/debian"], check=True, capture_output=True, timeout=900)
+        subprocess.run(["tar", "-C", str(root / "rootfs"), "-cf", str(root / "rootfs.tar"), "."], check=True)
+        container = subprocess.run(["buildah", "from", "scratch"], check=True, capture_output=True,
+                                   text=True).stdout.strip()
+        try:
+            subprocess.run(["buildah", "add", container, str(root / "rootfs.tar"), "/"], check=True,
+                           capture_output=True)
+            subprocess.run(["buildah", "commit", container, TEST_BASE_IMAGE], check=True, capture_output=True)
+        finally:
+            subprocess.run(["buildah", "rm", container], capture_output=True)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def remove_image_containers(home: Path) -> None:
+    """Unmount and remove the working containers that container apps left in each owner's
+    image store under a platform's home (their mounts would outlive the test's folder)."""
+    for conf in (home / "images" / "stores").glob("*/storage.conf"):
+        subprocess.run(["buildah", "rm", "--all"], env={**os.environ, "CONTAINERS_STORAGE_CONF": str(conf)},
+                       capture_output=True)
+    inside = str(home.resolve()) + "/"
+    mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
+    for point in sorted((m for m in mounts if m.startswith(inside)), key=len, reverse=True):
+        subprocess.run(["umount", "--lazy", point], capture_output=True)  # the store's own overlay home

@@ -28,6 +28,10 @@ def test_a_key_is_all_a_caller_needs_and_all_it_gets(http: httpx.Client, keys: d
     assert http.get("/api/v1/me", headers=_as(keys["uma"])).json()["user"] == "uma"
     assert http.get("/api/v1/me").status_code == 401
     assert http.get("/api/v1/me", headers=_as("nope:nope")).status_code == 401
+    # The key is checked before the body: a malformed call without one is refused, not parsed.
+    assert http.post("/api/v1/keys", content=b"{not json").status_code == 401
+    assert http.post("/api/v1/keys", content=b"{not json", headers=_as("nope:nope")).status_code == 401
+    assert http.post("/api/v1/keys", content=b"{not json", headers=_as(keys["uma"])).status_code == 422
     assert "/v1/keys" in http.get("/api/openapi.json").json()["paths"]
 
     uma = _as(keys["uma"])

@@ -100,3 +100,15 @@ def test_a_requirement_that_cannot_resolve_fails_with_uvs_words_and_leaves_nothi
     assert "tenantserve-no-such-package" in str(error.value) and "No solution found" in str(error.value)
     assert not (envs / environments.key(packages)).exists()
     assert not list(envs.glob(f"*/{environments.READY}"))
+
+
+def test_a_package_that_must_be_built_from_source_is_refused_before_its_code_runs(tmp_path: Path) -> None:
+    """Building a source distribution runs its setup code on the node, as the platform: wheels only."""
+    project, marker = tmp_path / "builds-on-install", tmp_path / "setup-ran"
+    project.mkdir()
+    (project / "setup.py").write_text(
+        f"from pathlib import Path\nfrom setuptools import setup\nPath({str(marker)!r}).write_text('ran')\n"
+        "setup(name='tenantserve-builds-on-install', version='1.0')\n")
+    with pytest.raises(environments.BuildError, match="(?i)build"):
+        environments.python_for([f"tenantserve-builds-on-install @ {project.as_uri()}"])
+    assert not marker.exists()

@@ -103,13 +103,8 @@ CLIENT_SCRIPT = textwrap.dedent("""
 
 
 def test_official_fal_client_runs_submits_subscribes_and_streams(tls_platform) -> None:
-    port = tls_platform["port"]
-    env = {
-        "PATH": "/usr/bin:/bin", "HOME": str(Path.home()),
-        "FAL_RUN_HOST": f"127.0.0.1:{port}", "FAL_QUEUE_RUN_HOST": f"127.0.0.1:{port}/queue",
-        "FAL_KEY": tls_platform["key"], "SSL_CERT_FILE": tls_platform["ca"],
-    }
-    done = subprocess.run([sys.executable, "-c", CLIENT_SCRIPT], env=env, capture_output=True, text=True, timeout=180)
+    done = subprocess.run([sys.executable, "-c", CLIENT_SCRIPT], env=_client_env(tls_platform), capture_output=True,
+                          text=True, timeout=180)
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout.strip().splitlines()[-1])
     assert out["run"]["label"] == "run"
@@ -119,6 +114,48 @@ def test_official_fal_client_runs_submits_subscribes_and_streams(tls_platform) -
     assert out["waiting_status"] == "Queued" and out["cancelled"] == 499
     assert out["subscribed"]["label"] == "subscribed" and "Completed" in out["updates"]
     assert [chunk["text"] for chunk in out["stream"]] == ["streamed", "over", "tls"]
+
+
+SDK_SCRIPT = textwrap.dedent("""
+    import json
+    import fal.apps
+
+    out = {"run": fal.apps.run("falu/worker", arguments={"label": "sdk-run"})}
+    handle = fal.apps.submit("falu/worker", arguments={"label": "sdk-submitted", "seconds": 0.5})
+    out["events"] = sorted({type(event).__name__ for event in handle.iter_events(logs=True)})
+    out["result"] = handle.get()
+    done = handle.status(logs=True)
+    out["done"] = [type(done).__name__, [line["message"] for line in done.logs]]
+    busy = fal.apps.submit("falu/worker", arguments={"label": "busy", "seconds": 3})
+    waiting = fal.apps.submit("falu/worker", arguments={"label": "waiting"})
+    out["waiting"] = type(waiting.status()).__name__
+    waiting.cancel()
+    out["cancelled"] = waiting.status().error
+    out["busy"] = busy.get()["label"]
+    out["stream"] = list(fal.apps.stream("falu/talker", arguments={"text": "sdk over tls"}, path="/stream"))
+    print(json.dumps(out))
+""")
+
+
+def _client_env(tls_platform: dict) -> dict[str, str]:
+    """What a fal client needs to call the platform instead of fal: its hosts, a key, the CA."""
+    port = tls_platform["port"]
+    return {"PATH": "/usr/bin:/bin", "HOME": str(Path.home()),
+            "FAL_RUN_HOST": f"127.0.0.1:{port}", "FAL_QUEUE_RUN_HOST": f"127.0.0.1:{port}/queue",
+            "FAL_KEY": tls_platform["key"], "SSL_CERT_FILE": tls_platform["ca"]}
+
+
+def test_fals_own_sdk_client_runs_submits_cancels_and_streams(tls_platform) -> None:
+    """`fal.apps` (fal's SDK client, which asks for `.../status/` and `.../requests/<id>/`)."""
+    done = subprocess.run([sys.executable, "-c", SDK_SCRIPT], env=_client_env(tls_platform), capture_output=True,
+                          text=True, timeout=180)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["run"]["label"] == "sdk-run" and out["result"]["label"] == "sdk-submitted"
+    assert set(out["events"]) <= {"Queued", "InProgress"} and out["events"]
+    assert out["done"] == ["Completed", ["working on sdk-submitted", "done with sdk-submitted"]]
+    assert out["waiting"] == "Queued" and out["cancelled"] == "Request cancelled" and out["busy"] == "busy"
+    assert any("sdk" in line for line in out["stream"])
 
 
 def test_websockets_and_plain_calls_over_tls(tls_platform) -> None:

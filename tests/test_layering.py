@@ -11,7 +11,7 @@ import pytest
 from helpers import ROOT
 
 # Lowest first: a module imports its own plane and the ones before it, never one after.
-PLANES = ("core", "store", "runtime", "services", "cluster", "ops", "control")
+PLANES = ("core", "store", "runtime", "cluster", "services", "ops", "control")
 # Kept at their old paths for references that outlive a release (node configs, Serve's stored classes).
 COMPAT = {"coldstart", "environments", "control_server", "queue_server", "file_server"}
 RAY_SEAMS = {"platform/cluster/ray_private.py", "platform/cluster/serve_patches.py"}
@@ -24,7 +24,11 @@ def _module(path: Path) -> str:
 
 def _platform_modules() -> dict[str, Path]:
     return {_module(path): path for path in (ROOT / "platform").rglob("*.py")
-            if "migrations" not in path.parts and path.stem not in COMPAT}
+            if "migrations" not in path.parts and not _is_compat(path)}
+
+
+def _is_compat(path: Path) -> bool:
+    return path.parent == ROOT / "platform" and path.stem in COMPAT
 
 
 def _imports(path: Path, known: dict[str, Path]) -> set[str]:
@@ -37,6 +41,13 @@ def _imports(path: Path, known: dict[str, Path]) -> set[str]:
         elif isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names if alias.name.startswith("tenantserve.platform"))
     return found
+
+
+def _names(node: ast.AST) -> list[str]:
+    """The modules an import statement names (none for any other node)."""
+    if isinstance(node, ast.ImportFrom):
+        return [node.module or ""]
+    return [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
 
 
 def _plane(module: str) -> str:
@@ -57,6 +68,16 @@ def test_planes_import_one_way() -> None:
         for imported in _imports(path, known):
             if imported.split(".")[2] in PLANES and PLANES.index(_plane(imported)) > PLANES.index(_plane(module)):
                 wrong.append(f"{module} imports {imported}")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_planes_under_the_adapter_do_not_import_it() -> None:
+    """The fal adapter's replica stands on core, store and runtime; they know nothing of fal."""
+    wrong = []
+    for module, path in _platform_modules().items():
+        if _plane(module) in ("core", "store", "runtime"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                wrong += [f"{module} imports {name}" for name in _names(node) if name.startswith("tenantserve.adapters")]
     assert not wrong, "\n".join(wrong)
 
 
@@ -86,9 +107,7 @@ def test_rays_internals_are_reached_from_the_two_seams_only() -> None:
             if relative in RAY_SEAMS:
                 continue
             for node in ast.walk(ast.parse(path.read_text())):
-                names = ([node.module or ""] if isinstance(node, ast.ImportFrom)
-                         else [a.name for a in node.names] if isinstance(node, ast.Import) else [])
-                if any(name.startswith(PRIVATE_RAY) for name in names):
+                if any(name.startswith(PRIVATE_RAY) for name in _names(node)):
                     users.append(f"{relative}:{node.lineno}")
                 if isinstance(node, ast.keyword) and node.arg == "_internal":
                     users.append(f"{relative}:{node.value.lineno}")

@@ -91,7 +91,7 @@ def test_invalid_names_are_found_and_purged(tmp_path) -> None:
     assert found.secrets == [("carol", "BAD NAME")]
     registry.purge(found)
     assert not registry.invalid_names()
-    assert [b.app_name for b in registry.list()] == ["versioned"]
+    assert [r.app for r in registry.list()] == ["versioned"]
     assert [name for name, _ in registry.list_users()] == ["carol"]
 
 

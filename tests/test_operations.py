@@ -36,12 +36,15 @@ def test_prometheus_endpoint_counts_each_tenants_requests(cli, http, cluster) ->
     http.post("/quinn/metered/")
     metrics, app = cluster["metrics_url"], {"tenant": "lena", "app": "metered"}
 
-    assert _eventually(lambda: _samples(metrics, "ray_tenantserve_requests_total", code="200", **app), 3) == 3
-    assert _samples(metrics, "ray_tenantserve_requests_total", code="500", **app) == 1
-    assert _samples(metrics, "ray_tenantserve_request_errors_total", code="404", **app) == 1
-    assert _samples(metrics, "ray_tenantserve_request_duration_seconds_count", **app) == 5
-    assert _samples(metrics, "ray_tenantserve_cold_starts_total", **app) >= 1
-    assert _samples(metrics, "ray_tenantserve_cold_start_duration_seconds_count", **app) >= 1
+    # Each series is exported on its own schedule: wait for each (a test run alone found them apart).
+    for name, labels, expected in (("ray_tenantserve_requests_total", {"code": "200"}, 3),
+                                   ("ray_tenantserve_requests_total", {"code": "500"}, 1),
+                                   ("ray_tenantserve_request_errors_total", {"code": "404"}, 1),
+                                   ("ray_tenantserve_request_duration_seconds_count", {}, 5)):
+        read = lambda name=name, labels=labels: _samples(metrics, name, **labels, **app)  # noqa: E731
+        assert _eventually(read, expected) == expected, (name, labels)
+    assert _eventually(lambda: _samples(metrics, "ray_tenantserve_cold_starts_total", **app), 1) >= 1
+    assert _eventually(lambda: _samples(metrics, "ray_tenantserve_cold_start_duration_seconds_count", **app), 1) >= 1
     # Ray drops a gauge's series when its worker misses two exports (a loaded machine): read it again.
     assert _eventually(lambda: _samples(metrics, "ray_tenantserve_replicas_running", **app), 1) >= 1
     # The same app name under another tenant is counted apart.

@@ -88,20 +88,29 @@ def _result(http, keys, submitted: dict, user: str = "rita") -> dict:
 
 def test_cancel_queued_and_running_requests_and_time_out(http, keys, worker) -> None:
     runner_before = _result(http, keys, _submit(http, keys, worker, {"label": "first"}))["pid"]
-    running = _submit(http, keys, worker, {"label": "long", "seconds": 30})
+    running = _submit(http, keys, worker, {"label": "long", "seconds": 2})
     queued = _submit(http, keys, worker, {"label": "never", "seconds": 0})
     _until(lambda: _status(http, keys, running), lambda s: s["status"] == "IN_PROGRESS")
 
     assert http.put(queued["cancel_url"], headers=_auth(keys, "rita")).json() == {"status": "CANCELLATION_REQUESTED"}
     assert http.get(queued["response_url"], headers=_auth(keys, "rita")).status_code == 499
+    # fal's rule for a running request: an endpoint that cannot be stopped finishes, and its result stands.
     cancelled = http.put(running["cancel_url"], headers=_auth(keys, "rita"))
     assert cancelled.status_code == 202
     status = _until(lambda: _status(http, keys, running), lambda s: s["status"] == "COMPLETED", timeout=15)
-    assert status["error"] == "Request cancelled"
-    assert http.get(running["response_url"], headers=_auth(keys, "rita")).status_code == 499
+    assert "error" not in status
+    assert _result(http, keys, running)["label"] == "long"
     assert http.put(running["cancel_url"], headers=_auth(keys, "rita")).json() == {"status": "ALREADY_COMPLETED"}
-    # The cancelled work stopped: the runner was restarted (setup() again) to stop it.
-    assert _result(http, keys, _submit(http, keys, worker, {"label": "after"}))["pid"] != runner_before
+    # An endpoint with a /cancel sibling is told, with the request's x-fal-request-id, and stops: 499.
+    stoppable = _submit(http, keys, worker + "/stoppable", {"label": "stop-me", "seconds": 60})
+    _until(lambda: _status(http, keys, stoppable), lambda s: s["status"] == "IN_PROGRESS")
+    assert http.put(stoppable["cancel_url"], headers=_auth(keys, "rita")).status_code == 202
+    status = _until(lambda: _status(http, keys, stoppable, logs=True), lambda s: s["status"] == "COMPLETED",
+                    timeout=15)
+    assert status["error"] == "Request cancelled"
+    assert "stopped stop-me" in [line["message"] for line in status["logs"]]
+    assert http.get(stoppable["response_url"], headers=_auth(keys, "rita")).status_code == 499
+    assert _result(http, keys, _submit(http, keys, worker, {"label": "after"}))["pid"] == runner_before  # no restart
 
     # fal's X-Fal-Request-Timeout is a start deadline: a request still waiting when it
     # passes ends with 504; one that started runs to its end.
@@ -115,6 +124,31 @@ def test_cancel_queued_and_running_requests_and_time_out(http, keys, worker) -> 
     assert timed_out.status_code == 504 and timed_out.headers["x-fal-request-timeout-type"] == "user"
     _until(lambda: _status(http, keys, started_in_time), lambda s: s["status"] == "COMPLETED", timeout=20)
     assert http.get(started_in_time["response_url"], headers=_auth(keys, "rita")).json()["label"] == "quick"
+
+
+def test_private_logs_are_shown_to_the_apps_owner_only(cli, http, keys) -> None:
+    deployed(cli, f"{APPS}/queued.py::QuietWorker", "--user", "rita", "--auth", "shared")
+    theirs = _submit(http, keys, "/queue/rita/quiet-worker", {"label": "bobs"}, user="bob")
+    mine = _submit(http, keys, "/queue/rita/quiet-worker", {"label": "ritas"})
+    assert _result(http, keys, theirs, user="bob")["label"] == "bobs"
+    assert _result(http, keys, mine)["label"] == "ritas"
+    assert not _status(http, keys, theirs, user="bob", logs=True)["logs"]
+    assert [line["message"] for line in _status(http, keys, mine, logs=True)["logs"]] == ["working on ritas",
+                                                                                         "done with ritas"]
+
+
+def test_request_start_timeout_is_the_owners_default_start_deadline(cli, http, keys) -> None:
+    deployed(cli, f"{APPS}/queued.py::OwnersDeadline", "--user", "rita", "--auth", "shared")
+    path = "/queue/rita/owners-deadline"
+    busy = _submit(http, keys, path, {"label": "busy", "seconds": 4})
+    _until(lambda: _status(http, keys, busy), lambda s: s["status"] == "IN_PROGRESS")
+    bobs = _submit(http, keys, path, {"label": "bobs"}, user="bob")  # not the owner: no default deadline
+    ritas = _submit(http, keys, path, {"label": "ritas"})
+    patient = _submit(http, keys, path, {"label": "patient"}, **{"x-fal-request-timeout": "60"})  # the header wins
+    status = _until(lambda: _status(http, keys, ritas), lambda s: s["status"] == "COMPLETED", timeout=20)
+    assert "did not start within 1 seconds" in status["error"]
+    assert _result(http, keys, bobs, user="bob")["label"] == "bobs"
+    assert _result(http, keys, patient)["label"] == "patient"
 
 
 def test_status_streams_as_server_sent_events(http, keys, worker) -> None:
@@ -237,7 +271,7 @@ def test_finished_requests_expire_from_the_registry(tmp_path) -> None:
     queue = RequestQueue(Registry(f"sqlite:///{tmp_path}/registry.db"))
     done = queue.submit("rita", "worker", "/", {"label": "old"}, caller="rita")
     waiting = queue.submit("rita", "worker", "/", {"label": "waiting"}, caller="rita")
-    assert queue.start_next("rita", "worker").id == done.id
+    assert [r.id for r in queue.claim("rita", "worker", 1)] == [done.id]
     queue.finish(done.id, CallOutcome(200, {"label": "old"}))
     assert queue.expire(older_than_s=3600) == 0  # still fresh
     time.sleep(0.05)

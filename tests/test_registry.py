@@ -4,42 +4,16 @@ PostgreSQL is found at $TENANTSERVE_TEST_POSTGRES (default: the local server on
 127.0.0.1:5432, database `test`); each run works in a database of its own."""
 
 import json
-import os
 import uuid
 
 import httpx
 import pytest
 import sqlalchemy as sa
 
-from tenantserve.adapters.fal.bundle import prepare
+from tenantserve.adapters.fal.bundle import AppBundle, prepare
 from tenantserve.platform.store.registry import Registry, RegistryError
 
-from helpers import APPS, free_port, platform_cmd
-
-POSTGRES = os.environ.get("TENANTSERVE_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-
-
-@pytest.fixture(scope="module")
-def postgres_url():
-    try:
-        admin = sa.create_engine(POSTGRES, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            name = f"tenantserve_{uuid.uuid4().hex[:10]}"
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    except Exception as error:  # no driver, no server, no rights
-        print(f"PostgreSQL registry tests skipped: {POSTGRES} unusable: {error}")
-        pytest.skip(f"no PostgreSQL server usable at {POSTGRES}: {error}")
-    url = admin.url.set(database=name)
-    yield url.render_as_string(hide_password=False)
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def registry_url(request, tmp_path):
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'registry.db'}"
-    return request.getfixturevalue("postgres_url")
+from helpers import APPS, POSTGRES, free_port, platform_cmd, wait_until
 
 
 def test_users_keys_and_apps(registry_url) -> None:
@@ -65,7 +39,9 @@ def test_users_keys_and_apps(registry_url) -> None:
     second = prepare(f"{APPS}/async_setup.py::AsyncLoader", owner=owner, app_name="versioned")
     registry.put(second)
     assert registry.get(owner, "versioned").revision == second.revision
-    assert [b.app_name for b in registry.list(owner)] == ["versioned"]
+    assert [r.app for r in registry.list(owner)] == ["versioned"]
+    assert AppBundle.registered(registry.get(owner, "versioned")) == second
+    assert [r.revision for r in registry.revisions(owner, "versioned")] == [first.revision, second.revision]
     with registry.engine.connect() as conn:
         secrets_stored = conn.execute(sa.text("select secret_hash from api_keys")).scalars().all()
     assert secret not in secrets_stored  # only the hash is stored
@@ -87,11 +63,12 @@ def empty_postgres_url(postgres_url):
 @pytest.mark.cluster  # a platform of its own
 def test_platform_on_postgresql(empty_postgres_url, tmp_path) -> None:
     """A platform whose registry is PostgreSQL: its first user, a deploy through the
-    control-plane API, keys checked against that registry by the app's ingress."""
+    control-plane API, keys checked against that registry by the app's ingress, and two
+    queue dispatchers sharing the queue, each request run once."""
     postgres_url = empty_postgres_url
     home = tmp_path / "home"
     env = {"TENANTSERVE_DB": postgres_url, "TENANTSERVE_HOME": str(home), "HOME": str(tmp_path / "user"),
-           "TENANTSERVE_KEY": ""}
+           "TENANTSERVE_KEY": "", "TENANTSERVE_QUEUE_DISPATCHERS": "2"}
     try:
         platform_cmd("up", f"--port={free_port()}", f"--http-port={free_port()}", f"--dashboard-port={free_port()}",
                      env=env)
@@ -104,6 +81,16 @@ def test_platform_on_postgresql(empty_postgres_url, tmp_path) -> None:
         answer = httpx.post(f"{base}/pguser/on-postgres/", headers={"Authorization": f"Key {key}"})
         assert answer.json()["version"] == "v1"
         assert "pguser/on-postgres" in platform_cmd("apps", "list", "--user", "pguser", env=env).stdout
+        auth = {"Authorization": f"Key {key}"}
+        submitted = [httpx.post(f"{base}/queue/pguser/on-postgres", json={}, headers=auth).json() for _ in range(30)]
+        with sa.create_engine(postgres_url).connect() as conn:
+            wait_until(lambda: conn.execute(sa.text(
+                "select count(*) from queued_requests where status = 'COMPLETED'")).scalar() == 30 or None,
+                "30 queued requests to complete", timeout=60)
+            dispatchers = conn.execute(sa.text("select count(distinct dispatcher), max(attempts) "
+                                               "from queued_requests")).one()
+        assert tuple(dispatchers) == (2, 1)  # both dispatchers took a share; none ran a request twice
+        assert all(httpx.get(s["response_url"], headers=auth).json()["version"] == "v1" for s in submitted)
         registry = Registry(postgres_url)
         assert registry.get("pguser", "on-postgres") is not None and registry.user(admin)
         platform_cmd("apps", "delete", "pguser/on-postgres", env=env)

@@ -79,9 +79,12 @@ def test_redeploy_under_steady_load_drops_no_request(cli, http, tmp_path) -> Non
         # (DRAINING_PERIOD_S after it leaves the table, longer when Serve stops it late):
         # the load goes on until its last 50 answers all came from v2.
         deadline = time.monotonic() + DRAINING_PERIOD_S + 60
-        while time.monotonic() < deadline and (len(answers) < 50 or {a[1] for a in answers[-50:]} != {"v2"}):
+        def only_v2() -> bool:
+            return len(answers) >= 50 and {a[1] for a in answers[-50:]} == {"v2"}
+
+        while time.monotonic() < deadline and not only_v2():
             time.sleep(0.2)
-        settled_s = time.monotonic() - deployed_at
+        settled, settled_s = only_v2(), time.monotonic() - deployed_at
     finally:
         stop.set()
         for worker in workers:
@@ -91,4 +94,6 @@ def test_redeploy_under_steady_load_drops_no_request(cli, http, tmp_path) -> Non
     print(f"rolling redeploy under load: {len(answers)} requests, {len(failures)} failed, "
           f"{versions.count('v1')} answered by v1, {versions.count('v2')} by v2, only v2 {settled_s:.1f}s after the deploy returned")
     assert not failures, failures[:5]
-    assert versions.count("v1") > 0 and versions.count("v2") > 0 and versions[-1] == "v2"
+    # Requests in flight when the load stops may still end on a draining v1 connection:
+    # what counts is that 50 answers in a row came from v2 before the deadline.
+    assert versions.count("v1") > 0 and versions.count("v2") > 0 and settled

@@ -134,6 +134,14 @@ def test_local_python_modules_travel_to_replicas(cli, http) -> None:
     assert http.post("/erin/shouter/", json={"text": "hi"}).json() == {"text": "HI!"}
 
 
+def test_a_projects_app_files_and_package_travel_to_replicas(cli, http) -> None:
+    """fal's `app_files`: the project's package imports at the app's top level, the app's
+    own files open relative to its folder, what `app_files_ignore` names stays behind."""
+    deployed(cli, f"{APPS}/project/service/app.py::ProjectApp", "--user", "erin")
+    assert http.post("/erin/project-app/", json={"name": "erin"}).json() == {
+        "greeting": "hello erin", "file": "from a file shipped with app_files", "skipped_shipped": False}
+
+
 def test_websocket_endpoint(cli, base_url) -> None:
     from websockets.sync.client import connect
 

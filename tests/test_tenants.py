@@ -1,12 +1,17 @@
 """Users, API keys and per-app auth modes, through the real HTTP ingress and the CLI."""
 
 import re
+import shutil
+import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import httpx
 import pytest
 
-from helpers import APPS, deployed
+from helpers import APPS, deployed, laptop_env
 
 
 def _key(keys: dict, user: str) -> dict:
@@ -127,6 +132,10 @@ def test_secrets_reach_only_the_owners_replicas(cli, http, keys) -> None:
     deployed(cli, f"{APPS}/env_probe.py::EnvProbe", "--user", "grace")
     assert http.post("/frank/env-probe/", json={"name": "API_TOKEN"}).json()["value"] == "s3cr3t-value"
     assert http.post("/grace/env-probe/", json={"name": "API_TOKEN"}).json()["value"] is None
+    # An app that names its secrets (fal's `secrets=`) gets those of its owner's only.
+    deployed(cli, f"{APPS}/env_probe.py::PickyProbe", "--user", "frank")
+    assert http.post("/frank/picky-probe/", json={"name": "REGION"}).json()["value"] == "eu"
+    assert http.post("/frank/picky-probe/", json={"name": "API_TOKEN"}).json()["value"] is None
 
     from tenantserve.platform.store.registry import Registry
 
@@ -139,7 +148,7 @@ def test_secrets_reach_only_the_owners_replicas(cli, http, keys) -> None:
     assert cli("secrets", "set", "not a name=1", as_user="frank").exit_code == 1
 
 
-def test_quotas_are_enforced_at_deploy_and_scale(cli, http) -> None:
+def test_quotas_are_enforced_at_deploy_and_scale(cli, http, keys, base_url, tmp_path) -> None:
     assert cli("users", "quota", "olga", "--apps", "1", "--replicas", "3", "--gpus", "0").exit_code == 0
     assert "bob is not an admin" in cli("users", "quota", "olga", "--apps", "9", as_user="bob").output
     deployed(cli, f"{APPS}/versioned.py::Versioned", "--user", "olga", "--app-name", "first")
@@ -163,6 +172,21 @@ def test_quotas_are_enforced_at_deploy_and_scale(cli, http) -> None:
     gpu = cli("deploy", f"{APPS}/gpu.py::GpuApp", "--app-name", "first", as_user="olga")
     assert gpu.exit_code == 1 and "GPUs" in gpu.output and "the limit is 0" in gpu.output
     assert http.post("/olga/first/").json()["version"] == "v1"  # still the app it was
+
+    # A `platform run` app's replicas count too, not only its name.
+    assert cli("users", "quota", "olga", "--apps", "2", "--replicas", "3").exit_code == 0
+    exe = shutil.which("platform") or str(Path(sys.executable).parent / "platform")
+    run = subprocess.Popen([exe, "run", f"{APPS}/versioned.py::Versioned"], stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True, env=laptop_env(base_url, keys["olga"], tmp_path))
+    try:
+        for line in iter(run.stdout.readline, ""):
+            if "Access your exposed service" in line:
+                break
+        wider = cli("apps", "scale", "first", "--max-concurrency", "2", as_user="olga")  # 1 + the run's 2
+        assert wider.exit_code == 1 and "replicas (sum of max_concurrency) would be 4, the limit is 3" in wider.output
+    finally:
+        run.send_signal(signal.SIGINT)
+        run.communicate(timeout=60)
     assert cli("users", "quota", "olga", "--clear").exit_code == 0
 
 

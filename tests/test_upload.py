@@ -69,3 +69,9 @@ def test_an_app_that_fails_to_load_says_why() -> None:
         read_sandboxed(upload, owner="alice", app_name=None)
     with pytest.raises(AppLoadError, match="app name"):
         read_sandboxed(collect(f"{APPS}/versioned.py::Versioned"), owner="alice", app_name="x /alice/priv")
+
+
+def test_an_app_that_rewrites_what_the_reader_says_stays_its_owners() -> None:
+    """The reader runs the tenant's module: what it prints decides nothing about whose app it is."""
+    bundle, plan = read_sandboxed(collect(f"{APPS}/forger.py::Forger"), owner="alice", app_name=None)
+    assert bundle.owner == "alice" and plan["owner"] == "alice" and plan["route"] == "/alice/forger"

@@ -12,6 +12,7 @@ from tenantserve.platform.cluster import ray_private
 from .bundle import AppBundle, describe
 from .machines import actor_options
 from .replica import FalAppReplica
+from .warm_buffer import POLICY_PATH
 
 # A setup() that raises fails the deploy after this many tries instead of Serve's default.
 CONSTRUCTOR_RETRIES = 2
@@ -19,7 +20,7 @@ CONSTRUCTOR_RETRIES = 2
 
 def autoscaling_config(bundle: AppBundle) -> dict[str, Any]:
     options = bundle.options
-    return {
+    config: dict[str, Any] = {
         "min_replicas": options.min_concurrency,
         "max_replicas": options.max_concurrency,
         # Start one replica even for scale-to-zero apps, so that a deploy proves setup() works.
@@ -27,10 +28,14 @@ def autoscaling_config(bundle: AppBundle) -> dict[str, Any]:
         "target_ongoing_requests": options.max_multiplexing,
         "downscale_delay_s": options.keep_alive,
         "downscale_to_zero_delay_s": options.keep_alive,
-        "upscale_delay_s": 0,
+        "upscale_delay_s": options.scaling_delay or 0,  # fal's scaling_delay: wait this long before adding one
         "look_back_period_s": 1,
         "metrics_interval_s": 0.2,
     }
+    if options.concurrency_buffer or options.concurrency_buffer_perc:  # fal's warm replicas above the load
+        config["policy"] = {"policy_function": POLICY_PATH, "policy_kwargs": {
+            "buffer": options.concurrency_buffer, "buffer_perc": options.concurrency_buffer_perc}}
+    return config
 
 
 def to_application(
@@ -45,7 +50,7 @@ def to_application(
     `secret_key_file`). The replica runs in the platform's interpreter; the app's
     `requirements` environment is its runner's (built on the node by the replica)."""
     options = bundle.options
-    actor = actor_options(options.machine_types, options.num_gpus, nodes)
+    actor = actor_options(options.machine_types, options.num_gpus, nodes, options.regions)
     deployment = serve.deployment(
         FalAppReplica,
         name=bundle.source.class_name,

@@ -11,11 +11,13 @@ import importlib
 import linecache
 import sys
 import types
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Iterator, Optional, Sequence
 
 from fal import App
+from tenantserve_runner.app import function_app, is_function, is_served_function
 
 
 class AppLoadError(ValueError):
@@ -48,8 +50,61 @@ def parse_ref(ref: str) -> tuple[Path, Optional[str]]:
     return Path(file_part), (class_part or None)
 
 
-def read_source(ref: str) -> tuple[AppSource, type]:
-    """Read `FILE[::CLASS]` from disk and load its App class."""
+def project_root(app_dir: Path) -> Optional[Path]:
+    """The app's project, as fal's project template lays one out: the nearest folder at or
+    above the app file's with a pyproject.toml. Its packages import as they do on fal."""
+    for folder in (app_dir, *app_dir.parents):
+        if (folder / "pyproject.toml").is_file():
+            return folder
+    return None
+
+
+def enclosing_package(app_dir: Path) -> Optional[Path]:
+    """The top of the package an app file is in (its folder has an `__init__.py`): fal's
+    SDK ships it with the app, and it imports from the folder above it."""
+    top = app_dir.resolve()
+    if not (top / "__init__.py").is_file():
+        return None
+    while (top.parent / "__init__.py").is_file():
+        top = top.parent
+    return top
+
+
+@contextmanager
+def _dockerfiles(app_dir: Path, texts: dict[str, str]) -> Iterator[None]:
+    """While an app's module runs: fal's `ContainerImage.from_dockerfile(path)` takes the
+    text from `texts` (keyed by the path relative to the app file's folder, else as given),
+    else from disk, and records it there. The client reads its Dockerfiles; the server,
+    which has none of the client's files, gets the same texts with the upload."""
+    from fal.container import ContainerImage
+
+    real = ContainerImage.__dict__["from_dockerfile"]
+
+    def from_dockerfile(cls: type, path: Any, **kwargs: Any) -> Any:
+        given = Path(path)
+        inside = given.is_absolute() and given.resolve().is_relative_to(app_dir)
+        key = given.resolve().relative_to(app_dir).as_posix() if inside else str(path)
+        if key not in texts:
+            try:
+                texts[key] = Path(path).read_text()
+            except OSError as error:
+                raise FileNotFoundError(f"ContainerImage.from_dockerfile({str(path)!r}): {error.strerror}; a path "
+                                        "relative to the folder you deploy from, or one in the app's folder") from None
+        return cls.from_dockerfile_str(texts[key], **kwargs)
+
+    ContainerImage.from_dockerfile = classmethod(from_dockerfile)  # type: ignore[method-assign, assignment]
+    try:
+        yield
+    finally:
+        ContainerImage.from_dockerfile = real  # type: ignore[method-assign]
+
+
+def read_source(ref: str, root: Optional[Path] = None,
+                dockerfiles: Optional[dict[str, str]] = None) -> tuple[AppSource, type]:
+    """Read `FILE[::CLASS]` from disk and load its App class, with the app file's folder,
+    its project's root (`root`, else `project_root`) and the folder its package (if it is in
+    one) imports from importable, as on fal. `dockerfiles`: the Dockerfiles it reads with
+    `ContainerImage.from_dockerfile` (given ones are not read from disk, read ones are added)."""
     path, class_name = parse_ref(ref)
     if not path.is_file():
         raise AppLoadError(f"{path}: no such file")
@@ -58,13 +113,18 @@ def read_source(ref: str) -> tuple[AppSource, type]:
     except (OSError, UnicodeDecodeError) as error:
         raise AppLoadError(f"{path}: cannot read: {error}") from None
     source = AppSource(filename=str(path.resolve()), source=text, class_name=class_name or "")
-    module = _run_module(source.filename, text, source.module_name, search_app_dir=True)
+    root = root or project_root(path.resolve().parent)
+    package = enclosing_package(path.resolve().parent)
+    also = [str(folder) for folder in (root, package.parent if package else None) if folder is not None]
+    with _dockerfiles(path.resolve().parent, {} if dockerfiles is None else dockerfiles):
+        module = _run_module(source.filename, text, source.module_name, search_app_dir=True, also=also)
     class_name = class_name or _only_app_class(module, path)
     source = AppSource(filename=source.filename, source=text, class_name=class_name)
     return source, _app_class(module, class_name, path)
 
 
-def _run_module(filename: str, text: str, module_name: str, search_app_dir: bool = False) -> types.ModuleType:
+def _run_module(filename: str, text: str, module_name: str, search_app_dir: bool = False,
+                also: Sequence[str] = ()) -> types.ModuleType:
     try:
         code = compile(text, filename, "exec")
     except SyntaxError as error:
@@ -73,28 +133,29 @@ def _run_module(filename: str, text: str, module_name: str, search_app_dir: bool
     module.__file__ = filename
     linecache.cache[filename] = (len(text), None, text.splitlines(True), filename)
     sys.modules[module_name] = module
-    directory = str(Path(filename).parent)
-    added = search_app_dir and directory not in sys.path and Path(directory).is_dir()
-    if added:
-        sys.path.insert(0, directory)
+    folders = [str(Path(filename).parent)] if search_app_dir else []
+    added = [folder for folder in dict.fromkeys([*folders, *also]) if folder not in sys.path and Path(folder).is_dir()]
+    sys.path[0:0] = added
     try:
         exec(code, module.__dict__)
     except Exception as error:
         sys.modules.pop(module_name, None)
         raise AppLoadError(f"{filename}: importing it failed: {type(error).__name__}: {error}") from error
     finally:
-        if added:
-            sys.path.remove(directory)
+        for folder in added:
+            sys.path.remove(folder)
         importlib.invalidate_caches()
     return module
 
 
 def _app_classes(module: types.ModuleType) -> list[str]:
+    """The module's own App classes and served functions, by name."""
     return [
         name
         for name, value in vars(module).items()
-        if isinstance(value, type) and issubclass(value, App) and value is not App
-        and value.__module__ == module.__name__
+        if (isinstance(value, type) and issubclass(value, App) and value is not App
+            and value.__module__ == module.__name__)
+        or (is_served_function(value) and getattr(value.raw_func, "__module__", None) == module.__name__)
     ]
 
 
@@ -111,6 +172,14 @@ def _app_class(module: types.ModuleType, class_name: str, path: Path) -> type:
     if value is None:
         found = ", ".join(_app_classes(module)) or "none"
         raise AppLoadError(f"{path}: no class {class_name!r} (App classes found: {found})")
+    if is_function(value) and value.options.gateway.get("exposed_port") is not None:
+        raise AppLoadError(f"{path}: {class_name} runs its own server on exposed_port, which tenantserve does "
+                           "not proxy; serve it as a fal.App, or as @fal.function(serve=True) without exposed_port")
+    if is_served_function(value):
+        return function_app(value)
+    if is_function(value):
+        raise AppLoadError(f"{path}: {class_name} is a fal.function without serve=True: a one-off remote call, "
+                           "not an app to deploy (add serve=True to serve it at POST /)")
     if not (isinstance(value, type) and issubclass(value, App)):
         raise AppLoadError(f"{path}: {class_name} is not a subclass of fal.App")
     return value

@@ -6,7 +6,8 @@ endpoints, and lists the replica's resources, autoscaling and environment.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Optional
 
 from .bundle import AppBundle, check_serves
@@ -30,14 +31,18 @@ class DeployPlan:
     request_timeout: Optional[float]
     requirements: list[str]
     local_files: list[str]
+    project_files: list[str]
     endpoints: list[dict[str, Any]]
     openapi: dict[str, Any]
+    image: Optional[str] = None  # a container app's base image (its Dockerfile's first FROM)
+    image_files: list[str] = field(default_factory=list)
 
 
-def plan(bundle: AppBundle) -> DeployPlan:
-    """The plan for a bundle that `prepare` accepted (setup() is not run)."""
+def plan(bundle: AppBundle, root: Optional[Path] = None, dockerfiles: Optional[dict[str, str]] = None) -> DeployPlan:
+    """The plan for a bundle that `prepare` accepted (setup() is not run); `root` and
+    `dockerfiles` as for `prepare`."""
     options = bundle.options
-    _, app_class = read_source(f"{bundle.source.filename}::{bundle.source.class_name}")
+    _, app_class = read_source(f"{bundle.source.filename}::{bundle.source.class_name}", root, dockerfiles)
     endpoints = find_endpoints(app_class)
     schema = check_serves(app_class)
     schema["info"]["title"] = f"{bundle.owner}/{bundle.app_name}"
@@ -54,11 +59,23 @@ def plan(bundle: AppBundle) -> DeployPlan:
         request_timeout=options.request_timeout,
         requirements=list(options.requirements),
         local_files=sorted(bundle.local_files),
+        project_files=sorted(bundle.project_files),
         endpoints=[{
             "name": e.name,
             "path": e.path,
             "kind": "websocket" if e.is_websocket else "stream" if streams(app_class, e.name) else "POST",
         } for e in endpoints],
         openapi=schema,
+        image=base_image(options.image.dockerfile) if options.image else None,
+        image_files=sorted(bundle.image_files),
     )
+
+
+def base_image(dockerfile: str) -> str:
+    """The image a Dockerfile starts from (its first FROM), as written."""
+    for line in dockerfile.splitlines():
+        words = line.split()
+        if words and words[0].upper() == "FROM":
+            return next((w for w in words[1:] if not w.startswith("--")), "?")
+    return "?"
 

@@ -29,13 +29,15 @@ from typing import Any, Iterator, Optional
 import ray
 from ray import serve
 
-from tenantserve.platform.cluster import environments
+import tenantserve_runner
+from tenantserve.platform.cluster import environments, images
 from tenantserve.platform.core.bodies import MAX_CALL_BYTES, BodyLimit
 from tenantserve.platform.core.outcomes import CallOutcome
 from tenantserve.platform.runtime.auth import AuthMiddleware, is_platform_health
 from tenantserve.platform.runtime.metrics import AppMetrics
 from tenantserve.platform.runtime.storage import AppStorage, FileStore
 from tenantserve.platform.store.registry import Registry
+from tenantserve.platform.store.request_queue import RequestQueue
 from tenantserve.platform.store.secret_box import replica_environment
 from tenantserve_runner import control
 from tenantserve_runner import files as runner_files
@@ -51,6 +53,7 @@ logger = logging.getLogger("ray.serve")
 
 SETUP_FAILED = "setup() failed in"
 STREAMED = ("text/event-stream", "application/jsonl", "application/x-ndjson")
+CANCEL_POLL_S = 0.25  # how often a cancellable queued request's replica asks whether it was cancelled
 
 
 class SetupError(RuntimeError):
@@ -143,15 +146,24 @@ class FalAppReplica:
         sandbox.check()
         # One read-only registry connection for the replica: secrets now, API keys per request.
         self._registry = Registry(platform_config["registry_url"], migrate_schema=False)
-        python = await asyncio.to_thread(environments.python_for, bundle.options.requirements, logger.info)
+        self._queue = RequestQueue(self._registry)
+        owner_number = self._registry.user_number(bundle.owner)
+        self._image: Optional[images.ImageRuntime] = None
+        if bundle.options.image is not None:
+            self._image = await asyncio.to_thread(
+                images.ensure, bundle.options.image, bundle.image_files, bundle.owner, owner_number,
+                bundle.options.requirements, bundle.options.python_version, logger.info)
+            python = self._image.python
+        else:
+            python = await asyncio.to_thread(environments.python_for, bundle.options.requirements, logger.info)
         replica_id = serve.get_replica_context().replica_id.unique_id
         gpus = _gpu_ids()
         spare = spare_runner.take()
-        if spare is not None and (python != sys.executable or gpus):
-            await asyncio.to_thread(spare.discard)  # its interpreter and devices are not this app's
+        if spare is not None and (python != sys.executable or gpus or bundle.options.data_mounts is not None):
+            await asyncio.to_thread(spare.discard)  # its interpreter, devices or /data are not this app's
             spare = None
         self._folder = spare_runner.worker_folder()  # the spare's, where it has one
-        self._uid = sandbox.runner_uid(self._registry.user_number(bundle.owner))
+        self._uid = sandbox.runner_uid(owner_number)
         owner_data = Path(platform_config["model_cache"]) / "users" / bundle.owner
         mounts = await asyncio.to_thread(self._mounts, owner_data, python, gpus, spare)  # copies, chowns
         self._callers: dict[str, Optional[str]] = {}
@@ -166,6 +178,12 @@ class FalAppReplica:
             "module_name": bundle.source.module_name, "class_name": bundle.source.class_name,
             "socket": str(seen.sockets / APP_SOCKET), "sys_path": [str(seen.app / "modules")],
         }
+        if bundle.project_files:  # fal's app_files: importable from the project root, worked in from the app's folder
+            project = seen.app / "project"
+            spec["sys_path"] += [str(project / bundle.project_dir), str(project)]
+            spec["cwd"] = str(project / bundle.project_dir)
+        elif self._image is not None:  # a container app starts in its image's WORKDIR, as in a container
+            spec["cwd"] = self._image.workdir
         (mounts.app / "spec.json").write_text(json.dumps(spec))
         env = self._runner_env(platform_config, python, seen, replica_id)
         warm_within = min(spare_runner.WARM_WITHIN_S, bundle.options.startup_timeout)
@@ -183,7 +201,7 @@ class FalAppReplica:
             logger.info("the app's runner: this worker's spare runner (fal's SDK imported), claimed")
             mounts = dataclasses.replace(mounts, data=spare.mounts.data)  # for restarts: bound there now
         argv = [python, "-m", spare_runner.RUNNER_MODULE, str(seen.app / "spec.json")]
-        launch = Launch(partial(sandbox.command, argv, mounts, env, uid=self._uid), mounts.sockets,
+        launch = Launch(partial(sandbox.command, argv, mounts, env, uid=self._uid, private=True), mounts.sockets,
                         sandboxed=not sandbox.unsandboxed())
         self._runner = Runner(launch, self._on_line, restart_timeout=bundle.options.startup_timeout)
         started = time.perf_counter()
@@ -217,15 +235,22 @@ class FalAppReplica:
             shutil.copytree(modules_root, app / "modules")
         else:
             (app / "modules").mkdir()
+        self._bundle.unpack_project(app / "project")
         venv = Path(python).parent.parent
+        image = None
+        if self._image is not None:
+            image = sandbox.ImageRoot(self._image.root, self._image.site, Path(tenantserve_runner.__file__).parent,
+                                      self._image.nsswitch)
         return sandbox.Mounts(app=app, scratch=scratch, data=owner_data, sockets=sockets,
-                              environment=venv if (venv / "pyvenv.cfg").exists() else None, gpus=gpus)
+                              environment=venv if image is None and (venv / "pyvenv.cfg").exists() else None,
+                              gpus=gpus, data_paths=self._bundle.options.data_mounts, image=image)
 
     def _runner_env(self, config: dict[str, Any], python: str, seen: sandbox.Mounts, replica_id: str) -> dict[str, str]:
         """The runner's whole environment: nothing of the replica's, its owner's secrets."""
         env = {
             **sandbox.base_env(python, seen),
-            "HF_HOME": str(seen.data / ".cache" / "huggingface"),
+            # Hugging Face's cache in /data where the runner sees it (fal's data_mounts), else in its /tmp.
+            "HF_HOME": str((seen.data if seen.sees_data("/data/.cache") else seen.scratch) / ".cache" / "huggingface"),
             "TENANTSERVE_MODEL_CACHE": str(seen.data),
             control.SOCKET_VAR: str(seen.sockets / CONTROL_SOCKET),
             runner_files.FILES_URL_VAR: config["public_url"].rstrip("/") + "/files",
@@ -233,12 +258,19 @@ class FalAppReplica:
             "TENANTSERVE_NODE_ID": ray.get_runtime_context().get_node_id(),
             "TENANTSERVE_REPLICA_ID": replica_id,
         }
-        if (Path(python).parent.parent / "pyvenv.cfg").exists():
+        if self._image is not None and seen.image is not None:  # the image's ENV, the platform's layer first on the path
+            env = {**self._image.env, **env, "PATH": self._image.env.get("PATH", env["PATH"]),
+                   "PYTHONPATH": ":".join(filter(None, [seen.image.pythonpath(), self._image.env.get("PYTHONPATH")]))}
+            if seen.gpus:  # the node's driver, which the image does not have
+                env["LD_LIBRARY_PATH"] = ":".join(filter(None, [sandbox.LAYER_DRIVER,
+                                                                self._image.env.get("LD_LIBRARY_PATH")]))
+        elif (Path(python).parent.parent / "pyvenv.cfg").exists():
             env["VIRTUAL_ENV"] = str(Path(python).parent.parent)
         for name in ("CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES"):
             if name in os.environ:
                 env[name] = os.environ[name]
-        env.update(replica_environment(self._bundle.owner, self._registry, config.get("secret_key_file")))
+        env.update(replica_environment(self._bundle.owner, self._registry, config.get("secret_key_file"),
+                                       only=self._bundle.options.secrets))
         return env
 
     def _on_line(self, request: Optional[str], stream: str, message: str) -> None:
@@ -352,18 +384,45 @@ class FalAppReplica:
         """A request from the queue: the endpoint at `path` answers `payload` as its HTTP
         route would, with what the endpoint printed meanwhile; `caller` is the user who
         submitted it (None: anonymous, to a public app), whose rights its file inputs get.
-        The queue cancels a running request by cancelling this call: the runner is
-        restarted, so that the work stops (the queue answers 499)."""
+        It is recorded as started (IN_PROGRESS for fal's clients) as it reaches this replica,
+        and not run if its caller cancelled it before. A cancel of the running request
+        reaches the app as fal's does, as a POST to the endpoint's `/cancel` sibling, where
+        it has one; without one the request finishes."""
         started = time.perf_counter()
-        with self._logs_of(request_id) as logs:
-            status, content_type, body = await self._post(path, payload, request_id, caller, from_queue=True)
-            await asyncio.sleep(0.005)  # the runner's last lines for this request, still in its pipe
+        try:
+            if not await asyncio.to_thread(self._queue.mark_started, request_id):
+                return CallOutcome.failed(499, "Request cancelled", request_id)
+        except Exception as error:  # a busy registry costs the start time, not the request
+            logger.warning("request %s: recording its start failed (%s); running it", request_id, error)
+        cancel_path = path.rstrip("/") + "/cancel"
+        relay = (asyncio.get_running_loop().create_task(self._relay_cancel(cancel_path, request_id, caller))
+                 if cancel_path in self._bundle.endpoints.values() else None)
+        try:
+            with self._logs_of(request_id) as logs:
+                status, content_type, body = await self._post(path, payload, request_id, caller, from_queue=True)
+                await asyncio.sleep(0.005)  # the runner's last lines for this request, still in its pipe
+        finally:
+            if relay is not None:
+                relay.cancel()
         if content_type.startswith(STREAMED):
             status, body = 422, {"detail": f"{path} streams its answer: call it directly, not through the queue"}
         elif not isinstance(body, (dict, list)) and status >= 400:
             body = {"detail": body}
         self._metrics.answered(status, time.perf_counter() - started)
         return CallOutcome(status, body, list(logs))
+
+    async def _relay_cancel(self, cancel_path: str, request_id: str, caller: Optional[str]) -> None:
+        """Wait for the request's caller to cancel it in the queue, then tell the app."""
+        while True:
+            try:
+                if await asyncio.to_thread(self._queue.cancel_requested, request_id):
+                    break
+            except Exception as error:  # a busy registry: ask again
+                logger.warning("request %s: reading whether it was cancelled failed (%s)", request_id, error)
+            await asyncio.sleep(CANCEL_POLL_S)
+        logger.info("request %s: cancel requested; calling %s", request_id, cancel_path)
+        await self._post(cancel_path, {}, request_id, caller)
+        self._callers[request_id] = caller  # the request runs on: its file inputs keep its caller's rights
 
     async def __del__(self) -> None:
         await self._release()

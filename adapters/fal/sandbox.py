@@ -1,25 +1,17 @@
-"""The sandbox a runner runs in: bubblewrap, with only what the runner needs mounted.
-
-A runner sees the system's programs and libraries read-only (`/usr`, the interpreter's
-prefix, its environment), its app's folder, a private scratch folder at `/tmp` and its
-home, its owner's area of the node's model cache at `/data` (fal's persistent folder, where
-`download_file` and `download_model_weights` keep their caches), the GPU device files of
-its replica, and the socket folder it shares with its replica. Nothing else of the host's
-file system exists for it: not the platform's home (registry, secret key, credentials),
-Ray's token or session directory, or other runners' folders. It gets its own PID, IPC and
-UTS namespaces, so it sees only its own processes; it shares the node's network.
-
-Where the replica runs as root, each owner's runners run as that owner's own OS user
-(`TENANTSERVE_RUNNER_UID_BASE` + the owner's number in the registry), with no
-capabilities: bubblewrap mounts as root, then `setpriv` drops to the owner's user.
+"""The sandbox a runner runs in: bubblewrap, with only what the runner needs mounted, its
+own PID, IPC and UTS namespaces, and (where the replica runs as root) its owner's own OS
+user with no capabilities. What a runner sees and cannot reach: docs/tenancy.md, "Threat
+model: what a tenant's code can reach".
 """
 
 from __future__ import annotations
 
+import functools
 import glob
 import json
 import os
 import shutil
+import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,12 +22,28 @@ from tenantserve.platform.core import settings
 INSTALL_HINT = "install bubblewrap on every node (Debian/Ubuntu: `apt-get install bubblewrap`)"
 SOCKETS = "/run/tenantserve"
 APP = "/app"
+# In a container app's sandbox: the platform's layer beside the image (fal's SDK, the runner).
+LAYER = "/tenantserve"
+LAYER_SITE = f"{LAYER}/site"
+LAYER_APP = f"{LAYER}/app"  # the app's files, where an image may have an /app of its own
+LAYER_RUNNER = f"{LAYER}/runner"
+HOST_TOOLS = f"{LAYER}/node"  # the node's setpriv and env, which switch a container app's runner to its user
+LAYER_DRIVER = f"{LAYER}/nvidia"  # the node's NVIDIA driver libraries, for a GPU container app
+_DRIVER_LIBRARIES = ("libcuda.so", "libnvidia-", "libnvcuvid.so", "libnvoptix.so")
 
 # Read-only system folders; on a merged-/usr system /bin, /lib and friends are links into it.
 _SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/opt")
 _ETC = ("ssl", "ca-certificates", "ca-certificates.conf", "resolv.conf", "hosts", "nsswitch.conf",
         "localtime", "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives", "mime.types", "gai.conf")
 _GPU_SHARED = ("/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools", "/dev/nvidia-modeset")
+
+
+# What a container app's sandbox takes from the node rather than from its image.
+_FROM_NODE = {"proc", "dev", "sys", "tmp", "run", "data", "etc", LAYER.strip("/")}
+_ETC_FROM_NODE = ("resolv.conf", "hosts")
+# What the node's loader and setpriv would read before the switch: libraries to preload, and
+# name services (libraries too); the platform's nsswitch.conf stands in for the image's.
+_ETC_NOT_FROM_IMAGE = ("ld.so.preload", "nsswitch.conf")
 
 
 class SandboxUnavailable(RuntimeError):
@@ -78,13 +86,91 @@ class Mounts:
     sockets: Path  # shared with the replica, as SOCKETS
     environment: Optional[Path] = None  # the app's virtualenv, read-only
     gpus: Sequence[int] = field(default_factory=tuple)
+    # fal's data_mounts: the parts of /data the runner sees (None: all of it).
+    data_paths: Optional[Sequence[str]] = None
+    image: Optional["ImageRoot"] = None  # a container app's image: the runner's system instead of the node's
 
     def seen(self) -> "Mounts":
         """The same folders as the runner sees them."""
         if unsandboxed():
             return self
-        return Mounts(app=Path(APP), scratch=Path("/tmp"), data=Path("/data"), sockets=Path(SOCKETS),
-                      environment=self.environment, gpus=self.gpus)
+        return Mounts(app=Path(self.app_path), scratch=Path("/tmp"), data=Path("/data"), sockets=Path(SOCKETS),
+                      environment=self.environment, gpus=self.gpus, data_paths=self.data_paths, image=self.image)
+
+    @property
+    def app_path(self) -> str:
+        """Where the runner sees the app's files."""
+        return LAYER_APP if self.image is not None else APP
+
+    @property
+    def data_folders(self) -> Sequence[str]:
+        """The folders of /data the runner sees: all of it, or its data_paths."""
+        return ["/data"] if self.data_paths is None else self.data_paths
+
+    def sees_data(self, path: str) -> bool:
+        return any(path == folder or path.startswith(folder + "/") for folder in self.data_folders)
+
+
+@dataclass(frozen=True)
+class ImageRoot:
+    """A container app's image on the node, and the platform's layer for it."""
+
+    root: Path  # the image's root filesystem
+    site: Path  # fal's SDK and the app's requirements, for the image's interpreter
+    runner: Path  # the runner package's folder (tenantserve_runner)
+    nsswitch: Path  # the platform's name service configuration, in place of the image's
+
+    def pythonpath(self) -> str:
+        return f"{LAYER_RUNNER}:{LAYER_SITE}"
+
+
+class DataMountError(RuntimeError):
+    """A folder an app's data_mounts name cannot be bound safely."""
+
+
+def open_data_folder(data: Path, path: str, uid: Optional[int]) -> int:
+    """An open descriptor of `path` (/data/...) in the owner's `data` folder, made where
+    missing (given to `uid`), walking it one folder at a time without following links: the
+    owner's runners write in `data`, and a link planted there must not take a bind (which
+    bubblewrap then makes from the descriptor, `--bind-fd`) out of it."""
+    fd = os.open(data, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for part in Path(path).relative_to("/data").parts:
+            try:
+                os.mkdir(part, 0o755, dir_fd=fd)
+                if uid is not None:
+                    os.chown(part, uid, uid, dir_fd=fd, follow_symlinks=False)
+            except FileExistsError:
+                pass
+            try:
+                below = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            except OSError as error:
+                raise DataMountError(f"data_mounts: {path} is not a folder of /data ({error.strerror})") from None
+            os.close(fd)
+            fd = below
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def bound_fds(argv: Sequence[str]) -> list[int]:
+    """The descriptors a sandbox command reads (`--args`, `--bind-fd`): its launcher passes
+    them on, then closes them."""
+    fds, options = [], list(argv[:argv.index("--")] if "--" in argv else argv)
+    if "--args" in options:
+        fd = int(options[options.index("--args") + 1])
+        fds.append(fd)
+        options += os.pread(fd, os.fstat(fd).st_size, 0).decode().split("\0")
+    return fds + [int(options[i + 1]) for i, arg in enumerate(options[:-1]) if arg == "--bind-fd"]
+
+
+def _in_memory(args: Sequence[str]) -> int:
+    """A descriptor of bubblewrap's arguments (`--args`), off every command line on the node."""
+    fd = os.memfd_create("tenantserve-sandbox-args", 0)
+    os.write(fd, "".join(f"{arg}\0" for arg in args).encode())
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
 
 
 def base_env(python: str, seen: Mounts) -> dict[str, str]:
@@ -116,6 +202,91 @@ def _system_binds() -> list[str]:
     return args
 
 
+def _image_binds(image: ImageRoot) -> list[str]:
+    """The image's root filesystem, read-only, as the runner's system; the node's DNS
+    settings; the platform's layer at LAYER."""
+    args: list[str] = []
+    if (image.root / "etc").is_symlink():  # bubblewrap would follow it out of the image
+        raise SandboxUnavailable("the image's /etc is a link: runners cannot start in it")
+    for top, below in ((image.root, "/"), (image.root / "etc", "/etc/")):
+        skip = _FROM_NODE if below == "/" else {*_ETC_FROM_NODE, *_ETC_NOT_FROM_IMAGE}
+        if below == "/etc/":
+            args += ["--dir", "/etc"]
+        for entry in sorted(os.scandir(top), key=lambda e: e.name) if top.is_dir() else []:
+            if entry.name in skip:
+                continue
+            if entry.is_symlink():
+                args += ["--symlink", os.readlink(entry.path), below + entry.name]
+            elif entry.is_dir() or entry.is_file():
+                args += ["--ro-bind", entry.path, below + entry.name]
+    for name in _ETC_FROM_NODE:
+        if os.path.exists(f"/etc/{name}"):
+            args += ["--ro-bind", f"/etc/{name}", f"/etc/{name}"]
+    args += ["--ro-bind", str(image.nsswitch), "/etc/nsswitch.conf"]
+    return [*args, *_parent_folders([LAYER_SITE, f"{LAYER_RUNNER}/{image.runner.name}"]),
+            "--ro-bind", str(image.site), LAYER_SITE,
+            "--ro-bind", str(image.runner), f"{LAYER_RUNNER}/{image.runner.name}"]
+
+
+@functools.lru_cache(maxsize=1)
+def _switch_tools() -> tuple[tuple[str, str], ...]:
+    """(node path, sandbox path) of the node's `setpriv` and `env`, its dynamic loader and
+    the libraries they load: the only programs a container app's sandbox runs before it is
+    its owner's user, so that nothing of the image (its interpreter, libc, ld.so.preload,
+    .pth files) ever runs as root with the two capabilities switching users takes."""
+    found: dict[str, str] = {}
+    for tool in ("setpriv", "env"):
+        path = shutil.which(tool, path="/usr/bin:/bin")
+        if path is None:
+            raise SandboxUnavailable(f"this node has no {tool} (util-linux, coreutils) to start container apps' runners")
+        found[f"{HOST_TOOLS}/{tool}"] = os.path.realpath(path)
+        for line in subprocess.run(["ldd", path], capture_output=True, text=True, timeout=10).stdout.splitlines():
+            words = line.split()
+            if len(words) >= 3 and words[1] == "=>" and words[2].startswith("/"):
+                found[f"{HOST_TOOLS}/lib/{words[0]}"] = os.path.realpath(words[2])
+            elif words and words[0].startswith("/"):
+                found[f"{HOST_TOOLS}/ld.so"] = os.path.realpath(words[0])
+    return tuple(sorted((node, inside) for inside, node in found.items()))
+
+
+def _switch_tool_binds() -> list[str]:
+    tools = _switch_tools()
+    return [*_parent_folders([inside for _, inside in tools]),
+            *[arg for node, inside in tools for arg in ("--ro-bind", node, inside)]]
+
+
+def _switch_in_image(uid: int, env: Mapping[str, str], argv: Sequence[str]) -> list[str]:
+    """`argv` as user `uid` with `env`, started by the node's own tools and loader (no cache,
+    no preload: the image's /etc is not read) with an empty environment until the switch."""
+    loader = [f"{HOST_TOOLS}/ld.so", "--inhibit-cache", "--library-path", f"{HOST_TOOLS}/lib"]
+    return [*loader, f"{HOST_TOOLS}/setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
+            "--no-new-privs", "--", *loader, f"{HOST_TOOLS}/env", "-i", *[f"{k}={v}" for k, v in env.items()], *argv]
+
+
+@functools.lru_cache(maxsize=1)
+def driver_libraries() -> tuple[str, ...]:
+    """The node's NVIDIA user-space driver libraries (what the NVIDIA container toolkit
+    puts in a GPU container): an image has CUDA's runtime, never the node's driver."""
+    try:
+        listing = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return ()
+    found = {}
+    for line in listing.splitlines():
+        name, _, path = line.strip().partition(" => ")
+        name = name.split(" ", 1)[0]
+        if name.startswith(_DRIVER_LIBRARIES) and ("x86-64" in line or "AArch64" in line):  # not 32-bit ones
+            found.setdefault(name, path)
+    return tuple(sorted(found.values()))
+
+
+def _driver_binds(gpus: Sequence[int]) -> list[str]:
+    libraries = driver_libraries() if gpus else ()
+    targets = [f"{LAYER_DRIVER}/{os.path.basename(path)}" for path in libraries]
+    return [*_parent_folders(targets[:1]),
+            *[arg for path, target in zip(libraries, targets) for arg in ("--ro-bind", path, target)]]
+
+
 def _parent_folders(paths: Sequence[str]) -> list[str]:
     """Every folder above `paths` that the sandbox must create, searchable by all: bubblewrap
     would copy the host's modes, and a folder such as /root (0700) keeps a runner that runs
@@ -142,45 +313,67 @@ def _gpu_binds(gpus: Sequence[int]) -> list[str]:
 
 
 def command(argv: Sequence[str], mounts: Mounts, env: Mapping[str, str], info_fd: Optional[int] = None,
-            uid: Optional[int] = None, switches_user: bool = False, network: bool = True) -> list[str]:
+            uid: Optional[int] = None, switches_user: bool = False, network: bool = True,
+            private: bool = False) -> list[str]:
     """`argv` inside the sandbox, with exactly `env` as its environment, as OS user `uid`
     (None: the caller's); bubblewrap writes the sandboxed process's pid as JSON to `info_fd`.
     `network=False`: no network at all (reading an app's options needs none).
     `switches_user`: the process becomes its owner's user itself, later (a spare runner),
-    keeping only the two capabilities that takes until then."""
+    keeping only the two capabilities that takes until then. `private`: bubblewrap reads its
+    options, the environment (secrets) among them, from a descriptor (`bound_fds`), not from
+    its command line, which every user of the node can read (a container app's environment
+    is on its command, after the switch of users, and stays visible there)."""
     if unsandboxed():
         return ["env", "-i", *[f"{k}={v}" for k, v in env.items()], *argv]
     check()
+    switching = os.geteuid() == 0 and uid is not None
     args = [str(bwrap()), "--die-with-parent", "--new-session", "--unshare-pid", "--unshare-ipc",
             "--unshare-uts", "--unshare-cgroup-try", "--hostname", "runner"]
     if not network or settings.RUNNER_NETWORK.get() == "none":
         args.append("--unshare-net")
     # /tmp first: binds below it (an environment or interpreter under /tmp) go on top of it.
     args += ["--tmpfs", "/", "--bind", str(mounts.scratch), "/tmp", "--proc", "/proc", "--dev", "/dev",
-             *_system_binds()]
-    prefixes = _interpreter_prefixes()
+             *(_image_binds(mounts.image) + _driver_binds(mounts.gpus) if mounts.image else _system_binds())]
+    prefixes = [] if mounts.image else _interpreter_prefixes()
+    data = ["--bind", str(mounts.data), "/data"]
+    if mounts.data_paths is not None:  # fal's data_mounts: those folders only, each bound from a safe descriptor
+        fds: list[int] = []
+        try:
+            for path in mounts.data_paths:
+                fds.append(open_data_folder(mounts.data, path, uid))
+        except BaseException:
+            for fd in fds:
+                os.close(fd)
+            raise
+        data = [arg for fd, path in zip(fds, mounts.data_paths) for arg in ("--bind-fd", str(fd), path)]
     args += _parent_folders([*prefixes, *([str(mounts.environment)] if mounts.environment else []),
-                             APP, "/data", SOCKETS])
+                             mounts.app_path, *mounts.data_folders, SOCKETS])
     for prefix in prefixes:
         args += ["--ro-bind", prefix, prefix]
     if mounts.environment is not None:
         args += ["--ro-bind", str(mounts.environment), str(mounts.environment)]
-    args += ["--ro-bind", str(mounts.app), APP,
-             "--bind", str(mounts.data), "/data",
+    args += ["--ro-bind", str(mounts.app), mounts.app_path,
+             *data,
              "--bind", str(mounts.sockets), SOCKETS,
              *_gpu_binds(mounts.gpus),
+             *(_switch_tool_binds() if switching and mounts.image is not None else []),
              "--remount-ro", "/", "--chdir", "/tmp", "--clearenv", "--as-pid-1"]
-    for key, value in env.items():
-        args += ["--setenv", key, value]
+    if switching and mounts.image is not None:
+        argv = _switch_in_image(uid, env, argv)  # the environment goes on only once the user is switched
+    else:
+        for key, value in env.items():
+            args += ["--setenv", key, value]
     if os.geteuid() == 0:
         args += ["--cap-drop", "ALL"]
         if uid is not None or switches_user:
             # Only what switching users takes; changing to a non-root user clears it.
             args += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
-        if uid is not None:
+        if switching and mounts.image is None:
             argv = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--no-new-privs", "--", *argv]
     if info_fd is not None:
         args += ["--info-fd", str(info_fd)]
+    if private:  # bubblewrap takes only options from a descriptor: the command stays on its command line
+        return [args[0], "--args", str(_in_memory(args[1:])), "--", *argv]
     return [*args, "--", *argv]
 
 

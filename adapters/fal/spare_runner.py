@@ -1,21 +1,9 @@
 """Spare runners: a sandboxed runner with fal's SDK imported, waiting in each Ray worker
-for the app whose replica that worker becomes.
-
-Most of a runner's start is importing fal's SDK and its server (about 1.2 s on two
-cores). Every Ray worker of a node starts a spare as it starts (`platform/cluster/coldstart.py` is
-preloaded in every worker), in a slot folder of its own: `app` (the replica writes the
-app's spec and modules there), `scratch` (its /tmp), `sockets`, and `data`, a shared mount
-point onto which the replica binds its owner's area of the node's model cache when it
-claims the spare; that bind reaches the running sandbox (mount propagation). The claim is
-one line on the spare's stdin: where the spec is, the app's whole environment (its
-owner's secrets among it) and the owner's OS user, which the spare becomes before it runs
-any of the app's code.
-
-A spare needs a node where replicas run as root (the bind mounts), or the operator's
-unsandboxed mode. Replicas whose runner needs another interpreter (requirements the
-node's packages lack) or GPUs (their device files are bound as the sandbox starts) drop
-the spare and start their runner as before; so does a worker that becomes anything else
-(one of the platform's own services), once it has been busy for a while.
+(in a slot folder of its own: `app`, `scratch`, `sockets`, `data`) for the app whose
+replica that worker becomes. The claim is one line on the spare's stdin (the spec's place,
+the app's environment, the owner's OS user, which the spare becomes before any of the
+app's code runs). Which replicas use a spare and what it saves: docs/operations.md,
+"Cold starts".
 """
 
 from __future__ import annotations

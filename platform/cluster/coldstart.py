@@ -1,31 +1,8 @@
-"""What makes the first request to an app scaled to zero fast.
-
-A replica of an app at zero used to start in a fresh Ray worker process: Python, Ray, Ray
-Serve and the adapter imported (about 1.5 s on two cores) before the app's own module.
-Three things take that off the request's path:
-
-- every Ray worker imports this module, and with it the replica's, as it starts and
-  before it takes work (`cluster.PRELOAD`, in every node's `cluster.node_env()`);
-- `SpareWorkers`, one of the platform's own Serve apps, keeps `TENANTSERVE_SPARE_WORKERS`
-  (default 1) such workers idle on every node, through the raylet's prestart call: a
-  replica placed there starts in one and goes straight to the app's own `setup()`;
-- Serve's router, on the first request to a deployment at zero, tells the controller
-  at once ("optimized push"), but sends the queue length it last sampled, which is
-  still 0 for up to a sampling period; the controller then waits for the next push.
-  `serve_patches`, imported here and so in every worker, makes that push carry the
-  current queue length.
-
-Each worker also starts a spare runner as it starts (`adapters/fal/spare_runner.py`):
-the sandboxed process with fal's SDK imported that the replica it becomes hands its app
-to, instead of starting a runner and importing fal then.
-
-Serve collects and freezes the garbage collector's heap as each replica starts
-(`RAY_SERVE_FREEZE_GC_ON_STARTUP`), before the controller learns the replica is up: with
-what this module imports that walk takes about 0.2 s. Each worker does it here, while it
-waits, so that Serve's walk covers only what the replica itself made.
-
-Apps with `requirements` run in their own interpreter, so they start in a worker of
-their own and gain only the router fix.
+"""What makes the first request to an app scaled to zero fast: preloaded in every Ray
+worker, it keeps spare workers on every node (`SpareWorkers`), imports the replica's code
+and the Serve patches before the worker takes work, starts the worker's spare runner and
+collects the heap Serve would otherwise walk on the request's path. Why each of these
+exists and what it saves: docs/operations.md, "Cold starts".
 """
 
 from __future__ import annotations

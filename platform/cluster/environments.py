@@ -28,8 +28,9 @@ import site
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from tenantserve.platform.core import settings
 from tenantserve.platform.core.settings import state_dir
@@ -59,10 +60,10 @@ def _uv() -> str:
     return uv.find_uv_bin()
 
 
-def _run(command: list[str], log: Log) -> tuple[int, list[str]]:
-    """Run uv, passing each line of its output to `log` as it comes."""
+def _run(command: list[str], log: Log, env: Optional[dict[str, str]] = None) -> tuple[int, list[str]]:
+    """Run a builder (uv, buildah), passing each line of its output to `log` as it comes."""
     lines: list[str] = []
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     assert process.stdout is not None
     for line in process.stdout:
         lines.append(line.rstrip())
@@ -127,6 +128,8 @@ def python_for(packages: Sequence[str], log: Log = lambda line: None) -> str:
 def _uv_pip_install(arguments: list[str], log: Log) -> list[str]:
     """`uv pip install ARGUMENTS` from uv's cache alone, then, if that cannot, with the index:
     uv's output, passed to `log` too. Raises BuildError with uv's words."""
+    # Wheels only: building a source distribution runs the package's code on the node, as the platform.
+    arguments = ["--no-build", *arguments]
     code, lines = _run([_uv(), "pip", "install", "--color", "never", "--offline", *arguments], lambda line: None)
     if code == 0:
         for line in lines:
@@ -197,57 +200,27 @@ def ensure(packages: Sequence[str], log: Log = lambda line: None) -> Path:
     return target
 
 
-def _build_remote(packages: list[str]) -> Iterator[Any]:
-    """Ray task body: uv's output line by line as it comes, then the outcome: how long the
-    build took (None when the environment was there), whether the node's packages satisfy
-    the list (then no environment is needed)."""
-    import queue
-    import threading
-
-    lines: "queue.Queue[Optional[str]]" = queue.Queue()
-    outcome: dict[str, Any] = {"built": None}
-
-    def build() -> None:
-        started = time.monotonic()
-        try:
-            was_ready = (root() / key(packages) / READY).exists()
-            if python_for(packages, lines.put) == sys.executable:
-                outcome["satisfied"] = True
-            elif not was_ready:
-                outcome["built"] = time.monotonic() - started
-        except BuildError as error:
-            outcome["error"] = str(error)
-        finally:
-            lines.put(None)
-
-    threading.Thread(target=build, daemon=True).start()
-    while (line := lines.get()) is not None:
-        yield line
-    yield outcome
+def _build(packages: list[str], log: Log) -> dict[str, Any]:
+    """How the node came by the environment: built (in seconds), reused, or not needed."""
+    started = time.monotonic()
+    was_ready = (root() / key(packages) / READY).exists()
+    if python_for(packages, log) == sys.executable:
+        return {"satisfied": True}
+    return {"built": None if was_ready else time.monotonic() - started}
 
 
 def prepare(packages: Sequence[str], progress: Log) -> None:
     """Build an app's environment on the cluster (on this machine's node where it has one),
     streaming uv's output, so that a deploy shows the build and fails on a bad list. Replicas
     on other nodes build theirs where they start (`python_for`)."""
-    import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+    from .node_builds import run_here
 
     packages = list(packages)
     progress(f"environment {key(packages)}: {', '.join(packages)}")
-    build = ray.remote(_build_remote).options(
-        num_cpus=0,
-        scheduling_strategy=NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True),
-    )
-    outcome: dict[str, Any] = {}
-    for ref in build.remote(packages):
-        item = ray.get(ref)
-        if isinstance(item, dict):
-            outcome = item
-        else:
-            progress(f"  {item}")
-    if "error" in outcome:
-        raise BuildError(f"cannot build the environment for {', '.join(packages)}:\n{outcome['error']}")
+    try:
+        outcome = run_here(partial(_build, packages), lambda line: progress(f"  {line}"))
+    except BuildError as error:
+        raise BuildError(f"cannot build the environment for {', '.join(packages)}:\n{error}") from None
     built = outcome.get("built")
     if outcome.get("satisfied"):
         progress("environment: none needed, the node's own packages run the app")

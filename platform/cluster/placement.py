@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 import ray
 
-from tenantserve.adapters.fal.machines import describe_resources, shortfall
+from tenantserve.adapters.fal.machines import REGION_KEY, REGION_LABEL, SOME_REGION, describe_resources, shortfall
 from tenantserve.platform.cluster import ray_private
 from tenantserve.platform.core import settings
 
@@ -37,8 +37,9 @@ def _groups_from_gcs() -> list[NodeShape]:
         return []
     if config is None:
         return []
-    return [
-        NodeShape(f"group {group.name}", {k: float(v) for k, v in group.resources.items()}, running=False)
+    return [  # the GCS does not report a group's labels: its nodes may be in any region
+        NodeShape(f"group {group.name}", {**{k: float(v) for k, v in group.resources.items()}, SOME_REGION: 1.0},
+                  running=False)
         for group in config.node_group_configs
         if group.max_count != 0
     ]
@@ -57,6 +58,7 @@ def _groups_from_bootstrap(path: Path) -> list[NodeShape]:
         if node_type.get("max_workers", 1) == 0 and name != config.get("head_node_type"):
             continue
         resources = {k: float(v) for k, v in (node_type.get("resources") or {}).items()}
+        resources.update(_region(node_type.get("labels") or {}) or {SOME_REGION: 1.0})
         shapes.append(NodeShape(f"group {name}", resources, running=False))
     return shapes
 
@@ -66,10 +68,17 @@ def autoscaler_groups() -> list[NodeShape]:
     return _groups_from_gcs() or (_groups_from_bootstrap(path) if path.is_file() else [])
 
 
+def _region(labels: Mapping[str, str]) -> dict[str, float]:
+    """A node's region label as placement checks see it: a key of its shape."""
+    region = labels.get(REGION_LABEL)
+    return {REGION_KEY + region: 1.0} if region else {}
+
+
 def running_nodes() -> list[NodeShape]:
     free = ray_private.free_resources_per_node()
     return [
-        NodeShape(node["NodeID"], dict(node["Resources"]), running=True, available=dict(free.get(node["NodeID"], {})))
+        NodeShape(node["NodeID"], {**node["Resources"], **_region(node.get("Labels") or {})}, running=True,
+                  available=dict(free.get(node["NodeID"], {})))
         for node in ray.nodes()
         if node["Alive"]
     ]

@@ -1,17 +1,9 @@
-"""The key check in front of a scale-to-zero app: Serve's proxy asks it before a request
-wakes a replica.
-
-An app's own ingress checks API keys (`auth.py`), but an app with no replica running has
-no ingress yet: Serve's proxy (where HAProxy sends such requests) woke a replica for any
-request, so anonymous calls to a private app's `/openapi.json` or `/health` started one,
-and a refused POST every few seconds kept it from ever scaling down. The proxy now asks
-the platform first (the queue service, which holds the registry and the same key cache)
-and answers refusals itself, with the app's own 401/403. `GET /health` of a registered
-app with no replica running is answered here too, from the registry, without waking it.
-
-Decisions are remembered for CACHE_S per app and key, so a burst of cold-start requests
-asks once. When the platform cannot answer in time the request goes on to the app, whose
-own ingress still refuses it: this gate saves replicas, it is not where access is decided.
+"""The key check in front of a scale-to-zero app: Serve's proxy asks the platform (the
+queue service, which holds the registry and the key cache) before a request wakes a
+replica, and answers refusals and `GET /health` itself, so refused calls leave the app at
+zero (docs/tenancy.md). Decisions are remembered for CACHE_S per app and key. When the
+platform cannot answer in time the request goes on to the app, whose own ingress still
+refuses it: this gate saves replicas, it is not where access is decided.
 """
 
 from __future__ import annotations
@@ -22,7 +14,7 @@ import logging
 import time
 from typing import Any, Optional
 
-from tenantserve.platform.core.naming import is_valid_app_ref
+from tenantserve.platform.core.naming import QUEUE_APP, QUEUE_DEPLOYMENT, is_valid_app_ref
 from tenantserve.platform.core.outcomes import Admission
 from tenantserve.platform.runtime.auth import is_platform_health, refuse
 
@@ -89,7 +81,5 @@ class ProxyGate:
         if self._handle is None:
             from ray.serve.handle import DeploymentHandle
 
-            from tenantserve.platform.services.queue_server import APP_NAME, DEPLOYMENT_NAME
-
-            self._handle = DeploymentHandle(DEPLOYMENT_NAME, APP_NAME)
+            self._handle = DeploymentHandle(QUEUE_DEPLOYMENT, QUEUE_APP)
         return await self._handle.admit.remote(owner, app, authorization, health)

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Literal, Optional
 
 from fastapi import FastAPI, Header, Query, Request
+from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 from ray import serve
@@ -59,6 +61,16 @@ api.add_exception_handler(OperationalError, registry_busy)
 @api.exception_handler(AccessError)
 async def _refused(_: Request, error: AccessError) -> JSONResponse:
     return JSONResponse({"detail": error.detail}, status_code=error.status)
+
+
+@api.exception_handler(RequestValidationError)
+async def _malformed(request: Request, error: RequestValidationError) -> JSONResponse:
+    """A malformed call without a valid key is refused as any call without one (401, not
+    422): FastAPI validates the body before the route can look at the key."""
+    known: Optional[Callable[[Optional[str]], Optional[Principal]]] = getattr(request.app.state, "principal", None)
+    if known is not None and await asyncio.to_thread(known, request.headers.get("authorization")) is None:
+        return JSONResponse({"detail": MISSING_KEY}, status_code=401)
+    return await request_validation_exception_handler(request, error)
 
 
 @api.exception_handler(InvalidNameError)
@@ -133,7 +145,8 @@ class DeployRequest(BaseModel):
     app: AppUpload
     app_name: Optional[str] = Field(None, max_length=200)
     auth: Optional[Literal["private", "shared", "public"]] = None
-    ephemeral: bool = Field(False, description="platform run's app: a fresh name, not registered")
+    ephemeral: bool = Field(False, description="platform run's app, not registered: a fresh name, or app_name "
+                                                 "(a run's reload)")
 
 
 class Revision(BaseModel):
@@ -182,6 +195,7 @@ class ControlPlane:
         self.audit_days = float(config["audit_days"])
         self.deploys = DeployJobs()
         self._pruner = asyncio.get_running_loop().create_task(self._prune_forever())
+        api.state.principal = self._principal
 
     async def _prune_forever(self) -> None:
         while True:
@@ -191,10 +205,13 @@ class ControlPlane:
                 logger.exception("control plane: pruning the audit log failed")
             await asyncio.sleep(PRUNE_EVERY_S)
 
+    def _principal(self, authorization: Optional[str]) -> Optional[Principal]:
+        key = key_from_header(authorization)
+        return principal(self.registry, key) if key else None
+
     def _accounts(self, authorization: Optional[str], manage: bool = True) -> Accounts:
         """The caller's actions; `manage` (every route but `/me`) takes an admin-scope key."""
-        key = key_from_header(authorization)
-        who: Optional[Principal] = principal(self.registry, key) if key else None
+        who = self._principal(authorization)
         if who is None:
             raise AccessError(401, MISSING_KEY)
         if manage:
@@ -204,12 +221,9 @@ class ControlPlane:
     def _apps(self, authorization: Optional[str]) -> AppControl:
         return AppControl(self.registry, self._accounts(authorization).who, self.config)
 
-    def _deploy_stream(self, control: AppControl, bundle: AppBundle, ephemeral: bool = False) -> StreamingResponse:
-        if ephemeral:
-            bundle = control.ephemeral(bundle)
-
+    def _deploy_stream(self, control: AppControl, bundle: AppBundle, register: bool = True) -> StreamingResponse:
         def work(progress: Progress) -> dict[str, Any]:
-            return _deployed(*control.deploy(bundle, progress, register=not ephemeral))
+            return _deployed(*control.deploy(bundle, progress, register=register))
 
         accepted = {"event": "accepted", "owner": bundle.owner, "app": bundle.app_name, "revision": bundle.revision}
         job = self.deploys.start(bundle.owner, accepted, lambda progress: _outcome(work, progress))
@@ -294,7 +308,10 @@ class ControlPlane:
         control = await asyncio.to_thread(self._apps, authorization)
         bundle, _ = await asyncio.to_thread(control.read, body.app, user, body.app_name)
         auth = body.auth or ("public" if body.ephemeral else None)
-        return self._deploy_stream(control, bundle.with_auth(auth), body.ephemeral)
+        bundle = bundle.with_auth(auth)
+        if body.ephemeral:
+            bundle = await asyncio.to_thread(control.ephemeral, bundle, body.app_name is not None)
+        return self._deploy_stream(control, bundle, register=not body.ephemeral)
 
     @api.post("/v1/apps/plan")
     async def plan(self, body: DeployRequest, user: Optional[str] = None,
@@ -369,7 +386,10 @@ class ControlPlane:
                 if not follow:
                     return
                 await asyncio.sleep(LOGS_EVERY_S)
-                found = await asyncio.to_thread(control.logs, owner, app, since, request_id)
+                try:
+                    found = await asyncio.to_thread(control.logs, owner, app, since, request_id)
+                except AccessError:  # the app is gone (a `platform run` that ended)
+                    return
 
         return _ndjson(lines())
 

@@ -48,7 +48,7 @@ class AppControl(Acting):
 
     def _registered(self, owner: str, app: str) -> AppBundle:
         owner, app = self._app(owner, app)
-        bundle = self.registry.get(owner, app)
+        bundle = AppBundle.registered(self.registry.get(owner, app))
         if bundle is None:
             raise AccessError(404, f"no app {owner}/{app}")
         return bundle
@@ -65,10 +65,15 @@ class AppControl(Acting):
         except SandboxUnavailable as error:
             raise AccessError(503, str(error)) from None
 
-    @staticmethod
-    def ephemeral(bundle: AppBundle) -> AppBundle:
-        """`platform run`'s app: a fresh name each run (deploy it with `register=False`)."""
-        return replace(bundle, app_name=f"{bundle.app_name[:56]}-{secrets.token_hex(3)}")
+    def ephemeral(self, bundle: AppBundle, named: bool = False) -> AppBundle:
+        """`platform run`'s app (deploy it with `register=False`): a fresh name each run, or,
+        `named` (a run's reload), the name the run was given, never a registered app's."""
+        if not named:
+            return replace(bundle, app_name=f"{bundle.app_name[:56]}-{secrets.token_hex(3)}")
+        if self.registry.get(bundle.owner, bundle.app_name) is not None:
+            raise AccessError(409, f"{bundle.owner}/{bundle.app_name} is a deployed app: platform run "
+                                   "redeploys only its own app (use platform deploy)")
+        return bundle
 
     def deploy(self, bundle: AppBundle, progress: Progress, *, register: bool = True) -> tuple[AppBundle, str]:
         """Deploy a bundle that `read` made (or a revision, or a rescale); returns it with its
@@ -86,7 +91,8 @@ class AppControl(Acting):
     def revision(self, owner: str, app: str, revision: str) -> AppBundle:
         """The registered revision of an app whose id starts with `revision`."""
         bundle = self._registered(owner, app)
-        match = [b for rev, _, b in self.registry.revisions(bundle.owner, bundle.app_name) if rev.startswith(revision)]
+        match = [AppBundle.from_json(r.bundle) for r in self.registry.revisions(bundle.owner, bundle.app_name)
+                 if r.revision.startswith(revision)]
         if len(match) != 1:
             raise AccessError(404, f"{bundle.owner}/{bundle.app_name} has {'no' if not match else 'several'} "
                                    f"revision(s) {revision!r}")
@@ -121,7 +127,8 @@ class AppControl(Acting):
     def revisions(self, owner: str, app: str) -> tuple[Optional[str], list[tuple[str, datetime, AppBundle]]]:
         """The serving revision and every revision, oldest first."""
         bundle = self._registered(owner, app)
-        return bundle.revision, self.registry.revisions(bundle.owner, bundle.app_name)
+        return bundle.revision, [(r.revision, r.created_at, AppBundle.from_json(r.bundle))
+                                 for r in self.registry.revisions(bundle.owner, bundle.app_name)]
 
     def runners(self, owner: str, app: str) -> list[Runner]:
         bundle = self._registered(owner, app)
@@ -137,10 +144,13 @@ class AppControl(Acting):
         return app
 
     def logs(self, owner: str, app: str, since: Optional[datetime], request_id: Optional[str]) -> list[LogLine]:
-        bundle = self._registered(owner, app)
+        """A registered app's logs, or a running `platform run` app's."""
+        owner, app = self._app(owner, app)
+        if self.registry.get(owner, app) is None and not apps.is_serving(owner, app):
+            raise AccessError(404, f"no app {owner}/{app}")
         if since is not None and since.tzinfo is not None:
             since = since.astimezone().replace(tzinfo=None)  # replicas stamp lines in the node's local time
-        return read_logs(bundle.owner, bundle.app_name, since=since, request_id=request_id)
+        return read_logs(owner, app, since=since, request_id=request_id)
 
     def status(self) -> PlatformStatus:
         """The cluster and the caller's apps (every user's for an admin)."""

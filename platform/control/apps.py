@@ -20,7 +20,7 @@ from tenantserve.adapters.fal.bundle import AppBundle
 from tenantserve.adapters.fal.deployment import to_application
 from tenantserve.adapters.fal.machines import UnplaceableError
 from tenantserve.adapters.fal.replica import SETUP_FAILED
-from tenantserve.platform.cluster import environments, ray_private
+from tenantserve.platform.cluster import environments, images, ray_private
 from tenantserve.platform.cluster.placement import (
     NodeShape,
     actor_resources,
@@ -73,6 +73,11 @@ def _serve_status(name: str) -> Optional[Any]:
     return None if _state(overview.app_status.status) == "NOT_STARTED" else overview
 
 
+def is_serving(owner: str, app: str) -> bool:
+    """Whether Serve runs the app (a registered one, or `platform run`'s)."""
+    return _serve_status(serve_app_name(owner, app)) is not None
+
+
 def _serve_app_names() -> set[str]:
     """Every app Serve runs, by name: one cheap call to the controller."""
     controller = ray_private.serve_controller()
@@ -122,9 +127,13 @@ def _explain(deployment_messages: list[str], app_message: str) -> str:
 def platform_config(registry_url: str) -> dict[str, Any]:
     """What replicas need from the platform: the registry (API keys, secrets), the secrets'
     key, the file store and the URL files are served at, the node's model cache, how long
-    the queue keeps results, how many spare workers each node keeps, and how long the audit
-    log keeps an entry."""
+    the queue keeps results and how many dispatchers it runs, how many spare workers each
+    node keeps, and how long the audit log keeps an entry."""
     store = FileStore.configured(state_dir())
+    dispatchers = settings.QUEUE_DISPATCHERS.value()
+    if dispatchers < 1 or (dispatchers > 1 and registry_url.startswith("sqlite")):
+        raise DeployError(f"TENANTSERVE_QUEUE_DISPATCHERS={dispatchers}: use 1, or more with a PostgreSQL registry "
+                          "(TENANTSERVE_DB), where dispatchers share the queue")
     return {
         "registry_url": registry_url,
         "secret_key_file": str(key_file(state_dir())),
@@ -133,6 +142,7 @@ def platform_config(registry_url: str) -> dict[str, Any]:
         "public_url": settings.URL.get() or serve_http_url(),
         "model_cache": settings.MODEL_CACHE.get() or str(state_dir() / "cache"),
         "results_ttl_s": settings.RESULTS_TTL.value(),
+        "queue_dispatchers": dispatchers,
         "spare_workers": settings.SPARE_WORKERS.value(),
         "download_hosts": settings.DOWNLOAD_HOSTS.value(),
         "audit_days": audit_days(),
@@ -144,15 +154,28 @@ def target(
     config: dict[str, Any],
     nodes: Optional[list[Mapping[str, float]]] = None,
     progress: Progress = lambda line: None,
+    registry: Optional[Registry] = None,
 ) -> RunTarget:
-    requirements = bundle.options.requirements
-    if requirements:
-        environments.prepare(requirements, progress)
+    options = bundle.options
+    if options.image is not None:
+        number = registry.user_number(bundle.owner) if registry is not None else _user_number(config, bundle.owner)
+        images.prepare(options.image, bundle.image_files, bundle.owner, number, options.requirements,
+                       options.python_version, progress)
+    elif options.requirements:
+        environments.prepare(options.requirements, progress)
     return RunTarget(
         target=to_application(bundle, nodes if nodes is not None else node_shapes(), config),
         name=serve_app_name(bundle.owner, bundle.app_name),
         route_prefix=route_prefix(bundle.owner, bundle.app_name),
     )
+
+
+def _user_number(config: dict[str, Any], user: str) -> Optional[int]:
+    registry = Registry(config["registry_url"], migrate_schema=False)
+    try:
+        return registry.user_number(user)
+    finally:
+        registry.engine.dispose()
 
 
 def apply(*targets: RunTarget) -> None:
@@ -218,6 +241,12 @@ def _wait_answering(url: str, code_version: str, timeout: float = 30) -> None:
         raise DeployError(f"the app is running but {url}/health did not answer within {timeout:g}s ({failed})")
 
 
+# What the apps that are not registered (`platform run`'s) serve, for a failed redeploy of
+# one to fall back to: kept by the control plane that deployed them, so a control plane that
+# restarted since removes such an app when its redeploy fails.
+_unregistered: dict[str, AppBundle] = {}
+
+
 def deploy(
     bundle: AppBundle,
     http_url: str,
@@ -235,13 +264,15 @@ def deploy(
         name = serve_app_name(bundle.owner, bundle.app_name)
     except InvalidNameError as error:
         raise DeployError(str(error)) from None
-    previous = registry.get(bundle.owner, bundle.app_name) if registry else None
+    previous = AppBundle.registered(registry.get(bundle.owner, bundle.app_name)) if registry else None
+    if previous is None and not register:
+        previous = _unregistered.get(name)  # `platform run --reload` deploying its app again
     registry_url = registry.url if registry else database_url()
     try:
         if registry is not None:
-            check_quota(registry, bundle, deployed=_serve_app_names())
+            check_quota(registry, bundle, deployed=_serve_app_names(), unregistered=list(_unregistered.values()))
         config = config or platform_config(registry_url)
-        apply(target(bundle, config, progress=progress))
+        apply(target(bundle, config, progress=progress, registry=registry))
     except (UnplaceableError, QuotaError, environments.BuildError) as error:
         raise DeployError(str(error)) from None
     try:
@@ -253,6 +284,8 @@ def deploy(
     _wait_answering(url, bundle.code_version)
     if registry is not None and register:
         registry.put(bundle)
+    elif not register:
+        _unregistered[name] = bundle
     return url
 
 
@@ -269,6 +302,7 @@ def _restore(name: str, previous: Optional[AppBundle], config: dict[str, Any], p
 def delete(owner: str, app: str, registry: Optional[Registry]) -> bool:
     """Remove an app from Serve and the registry; False if neither knew it."""
     name = serve_app_name(owner, app)
+    _unregistered.pop(name, None)
     known = _serve_status(name) is not None
     if known:
         serve.delete(name)
@@ -331,5 +365,5 @@ def list_apps(http_url: str, registry: Registry, owner: Optional[str] = None) ->
 
     return [
         _app_from_details(bundle, details.get(serve_app_name(bundle.owner, bundle.app_name)), http_url, nodes)
-        for bundle in registry.list(owner) if is_valid_app_ref(bundle.owner, bundle.app_name)
+        for bundle in map(AppBundle.registered, registry.list(owner)) if is_valid_app_ref(bundle.owner, bundle.app_name)
     ]

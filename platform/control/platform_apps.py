@@ -15,6 +15,7 @@ from typing import Any
 from ray import serve
 from ray.serve import RunTarget
 
+from tenantserve.adapters.fal.bundle import AppBundle
 from tenantserve.adapters.fal.machines import UnplaceableError
 from tenantserve.platform.cluster import environments
 from tenantserve.platform.cluster.coldstart import APP_NAME as SPARES_APP
@@ -49,9 +50,9 @@ def restore_all(registry: Registry, progress: Progress = lambda line: None) -> l
     after a cluster restart. Returns one line per app that did not come back."""
     failures, targets, bundles = [], [], []
     nodes, config = node_shapes(), platform_config(registry.url)
-    for bundle in registry.list():
+    for bundle in map(AppBundle.registered, registry.list()):
         try:
-            targets.append(target(bundle, config, nodes))
+            targets.append(target(bundle, config, nodes, registry=registry))
             bundles.append(bundle)
         except (UnplaceableError, environments.BuildError, InvalidNameError) as error:
             failures.append(f"{bundle.owner}/{bundle.app_name}: {error}")

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Iterable
 
 from tenantserve.adapters.fal.bundle import AppBundle
-from tenantserve.adapters.fal.machines import accelerator_type
+from tenantserve.adapters.fal.machines import is_gpu
 from tenantserve.platform.store.registry import Registry
 
 
@@ -17,17 +17,22 @@ class QuotaError(ValueError):
 
 
 def gpus_per_replica(bundle: AppBundle) -> int:
-    if not any(accelerator_type(t) for t in bundle.options.machine_types):
+    if not any(is_gpu(t) for t in bundle.options.machine_types):
         return 0
     return bundle.options.num_gpus or 1
 
 
-def check_quota(registry: Registry, bundle: AppBundle, deployed: Iterable[str] = ()) -> None:
+def check_quota(registry: Registry, bundle: AppBundle, deployed: Iterable[str] = (),
+                unregistered: Iterable[AppBundle] = ()) -> None:
     """Refuse a deploy that would pass one of the owner's limits. Apps count once each,
     whether registered or only running on Serve (`deployed`: Serve's app names, where
-    `platform run`'s ephemeral apps show up); replicas and GPUs count registered apps."""
+    `platform run`'s ephemeral apps show up); replicas and GPUs count registered apps and
+    the `unregistered` ones (`platform run`'s) whose bundles are known."""
     quota = registry.quota(bundle.owner)
-    others = [b for b in registry.list(bundle.owner) if b.app_name != bundle.app_name]
+    others = [AppBundle.from_json(r.bundle) for r in registry.list(bundle.owner) if r.app != bundle.app_name]
+    known = {b.app_name for b in others}
+    others += [b for b in unregistered
+               if b.owner == bundle.owner and b.app_name != bundle.app_name and b.app_name not in known]
     names = {b.app_name for b in others}
     prefix = f"{bundle.owner}."
     names |= {name[len(prefix):] for name in deployed if name.startswith(prefix)}

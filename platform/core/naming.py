@@ -19,6 +19,10 @@ SECRET_RULE = "1-128 letters, digits and '_', not starting with a digit (an envi
 # First path segments the platform serves itself (`/files/...`, `/queue/...`), so no user may take them.
 RESERVED_USERS = frozenset({"api", "files", "queue"})
 
+# The queue service's Serve names: the ingress (cluster/) asks it whether to admit a request.
+QUEUE_APP = "queue"
+QUEUE_DEPLOYMENT = "QueueServer"
+
 
 class InvalidNameError(ValueError):
     """A user, app or secret name that breaks its rule; the message states the rule."""

@@ -8,6 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+# How many times the queue runs a request whose runner or replica dies under it, unless
+# its app says otherwise (fal's retry_config / skip_retry_conditions) or its caller does.
+QUEUE_ATTEMPTS = 3
 
 @dataclass(frozen=True)
 class CallOutcome:

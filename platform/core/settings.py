@@ -79,12 +79,25 @@ MODEL_CACHE = _setting("TENANTSERVE_MODEL_CACHE", None, str, "platform",
                        "state directory.")
 ENVS = _setting("TENANTSERVE_ENVS", None, _path, "node",
                 "Where apps' `requirements` environments are kept on a node; default `envs/` in the state directory.")
+IMAGES = _setting("TENANTSERVE_IMAGES", None, _path, "node",
+                  "Where a node keeps what it built for apps' container images; default `images/` in the state "
+                  "directory.")
+IMAGE_REGISTRY = _setting("TENANTSERVE_IMAGE_REGISTRY", None, str, "node",
+                          "The registry nodes pull apps' base images from: Docker Hub names (`FROM python:3.11`) "
+                          "at the same paths there, as host[:port][/path]; `http://` before it for a registry "
+                          "without TLS. Default: the node's own containers registries.conf.")
+BUILD_UID_BASE = _setting("TENANTSERVE_BUILD_UID_BASE", "100000000", int, "node",
+                          "The first OS user id of image builds: each owner's builds run as 65536 ids from this + "
+                          "65536 x (the owner's number + 1).")
 DOWNLOAD_HOSTS = _setting("TENANTSERVE_DOWNLOAD_HOSTS", "", str, "platform",
                           "host:port pairs on private addresses that runners may download from (comma-separated).")
 SPARE_WORKERS = _setting("TENANTSERVE_SPARE_WORKERS", "1", _non_negative, "platform",
                          "Idle Ray workers each node keeps ready, each with a spare runner, for fast cold starts.")
 SPARE_RUNNERS = _setting("TENANTSERVE_SPARE_RUNNERS", "1", _flag, "node",
                          "0 turns spare runners off: every replica starts its runner itself.")
+QUEUE_DISPATCHERS = _setting("TENANTSERVE_QUEUE_DISPATCHERS", "1", int, "platform",
+                             "Replicas of the queue service, each serving the queue API and dispatching: more than 1 "
+                             "needs a PostgreSQL registry.")
 AUDIT_DAYS = _setting("TENANTSERVE_AUDIT_DAYS", "90", float, "platform",
                       "Days the audit log keeps an entry.")
 AUTOSCALER_CONFIG = _setting("TENANTSERVE_AUTOSCALER_CONFIG", "~/ray_bootstrap_config.yaml", _path, "platform",

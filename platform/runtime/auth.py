@@ -1,21 +1,7 @@
-"""Who may call an app or read its files: `Authorization: Key <key_id>:<key_secret>`,
-checked in the app's own ingress (so a refused request never reaches the endpoint and no
-gateway hop is added), in the queue, in the file server and when an app reads a file
-input. One table for all of them:
-
-| mode      | no or bad key | another user's key | the owner's key |
-|-----------|---------------|--------------------|-----------------|
-| `private` | 401           | 403                | served          |
-| `shared`  | 401           | served             | served          |
-| `public`  | served        | served             | served          |
-
-An app's mode is set at deploy; a file has the mode of the app that made it, and an
-upload is private to its uploader. Admins are users like others here: their privileges
-are in the control plane (acting for a user with `--user`), not in reading a user's
-private apps or files. Private apps answer 403, not 404, to a valid key of another user:
-the app's existence is not a secret worth a misleading status, and 403 tells the caller
-which key to fix. The only keyless route of a non-public app is the platform's own
-`GET /health`.
+"""Who may call an app or read its files: `Authorization: Key <key_id>:<key_secret>`, checked
+in the app's own ingress, the queue, the file server and when an app reads a file input,
+all against one access table (`refusal`). The table, and why private apps answer
+403 rather than 404: docs/tenancy.md.
 """
 
 from __future__ import annotations

@@ -1,26 +1,26 @@
 """The Serve app at `/queue`: fal's queue API over the durable request queue, and the one
 dispatcher that feeds queued requests to the apps through Serve handles.
 
-    POST /queue/<user>/<app>[/<path>][?fal_webhook=URL]   submit; answers the request's URLs
-    GET  /queue/<user>/<app>/requests/<id>/status[?logs=1]
-    GET  /queue/<user>/<app>/requests/<id>/status/stream   the same, as server-sent events
-    GET  /queue/<user>/<app>/requests/<id>                 the result
-    PUT  /queue/<user>/<app>/requests/<id>/cancel
+Its routes (submit, status, its SSE stream, result, cancel): docs/http-api.md.
 
 Each app gets at most `max_concurrency` x `max_multiplexing` requests at a time from the
 queue, oldest first; apps do not share that budget, so one tenant's flood never holds
-back another tenant's app. The dispatcher is one replica; if it restarts, the requests it was
-running go back in line (they are rows in the registry, not tasks in memory).
+back another tenant's app. Dispatchers (one per replica, `TENANTSERVE_QUEUE_DISPATCHERS`) share the
+queue through the registry: each claims under a lease it renews, so the requests of one
+that stops go back in line (they are rows, not tasks in memory); on PostgreSQL they hear
+each other's new requests (LISTEN/NOTIFY) instead of waiting for their next look.
 
 No `from __future__ import annotations`: Serve's class-based ingress would turn string
 annotations into query parameters.
 """
 
 import asyncio
+import contextlib
 import json
 import logging
+import threading
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Awaitable, Callable, Optional
 
 import httpx
 from fastapi import FastAPI, Request
@@ -31,27 +31,31 @@ from ray.serve import RunTarget
 from ray.serve.exceptions import RequestCancelledError
 from sqlalchemy.exc import OperationalError
 
+from tenantserve.adapters.fal.bundle import AppBundle
 from tenantserve.platform.cluster import ray_private
 from tenantserve.platform.core.bodies import MAX_QUEUE_BYTES, BodyError, declared_length, parse_json, read_limited
-from tenantserve.platform.core.naming import serve_app_name
+from tenantserve.platform.core.naming import QUEUE_APP, QUEUE_DEPLOYMENT, serve_app_name
 from tenantserve.platform.core.outcomes import Admission, CallOutcome
 from tenantserve.platform.runtime.auth import KeyCache, refusal
 from tenantserve.platform.runtime.busy import registry_busy
+from tenantserve.platform.services.batching import WriteBatch
 from tenantserve.platform.store.registry import Registry
 from tenantserve.platform.store.request_queue import (
     CANCELLED,
     COMPLETED,
     IN_PROGRESS,
     IN_QUEUE,
+    LEASE_S,
     START_TIMEOUT,
     QueuedRequest,
     RequestQueue,
+    Submission,
 )
 
 logger = logging.getLogger("ray.serve")
 
-APP_NAME = "queue"
-DEPLOYMENT_NAME = "QueueServer"
+APP_NAME = QUEUE_APP
+DEPLOYMENT_NAME = QUEUE_DEPLOYMENT
 ROUTE = "/queue"
 RESULTS_TTL_S = 7 * 24 * 3600.0
 WEBHOOK_DELAYS_S = (0, 1, 2, 4, 8)  # five tries, then the webhook is given up on
@@ -60,6 +64,13 @@ REGISTERED_CACHE_S = 5.0  # how long an app's registered bundle is trusted: `app
 MAX_PATH = 500  # the registry's column holds 512
 APP_CHECK_S = 2.0
 RECORD_RETRY_S = (0.1, 2.0)  # first and longest wait between tries to record an outcome
+STATUS_POLL_S = 0.2  # how often a status stream reads a request another dispatcher runs
+EXPIRY_EVERY_S = 0.5  # how often start deadlines (X-Fal-Request-Timeout) are checked
+# How often the dispatcher reads which apps have queued requests; in between it knows the
+# ones it was given and the ones whose line it has not emptied.
+SCAN_EVERY_S = 0.5
+HEARD_SCAN_S = 0.02  # a burst of notifications from other dispatchers makes one scan per this many seconds
+WRITE_BATCH = 64  # most writes in one transaction: a flood's batch holds back another tenant's write this long
 
 api = FastAPI(title="tenantserve queue")
 api.add_exception_handler(OperationalError, registry_busy)
@@ -92,26 +103,38 @@ def _error_text(request: QueuedRequest) -> Optional[str]:
     return str(request.result)
 
 
+def _slots(bundle: AppBundle) -> int:
+    """How many of the app's requests may run at once."""
+    return bundle.options.max_concurrency * bundle.options.max_multiplexing
+
+
 @serve.ingress(api)
 class QueueServer:
     async def __init__(self, config: dict[str, Any]) -> None:
         self.registry = Registry(config["registry_url"], migrate_schema=False)
         self.queue = RequestQueue(self.registry)
+        self.submits = WriteBatch(self.queue.submit_many, max_items=WRITE_BATCH)
+        self.finishes = WriteBatch(self.queue.finish_many, max_items=WRITE_BATCH)
+        self.watchers: dict[str, set[asyncio.Event]] = {}  # request id -> its status streams
         self.keys = KeyCache(self.registry)
         self.public_url = config["public_url"].rstrip("/") + ROUTE
         self.results_ttl_s = config.get("results_ttl_s", RESULTS_TTL_S)
         self.running: dict[str, Any] = {}  # request id -> its DeploymentResponse
-        self.cancel_requested: set[str] = set()  # started, not yet sent to the app
+        self.claimed: set[str] = set()  # the requests this dispatcher runs: the ones whose lease it renews
         self.handles: dict[str, Any] = {}
         self.stopping = False
         self.per_app: dict[tuple[str, str], int] = {}
         self.bundles: dict[tuple[str, str], tuple[float, Any]] = {}
         self.wakeup = asyncio.Event()
-        recovered = await asyncio.to_thread(self.queue.recover)
-        if recovered:
-            logger.info("%d request(s) that were running go back in line", recovered)
+        self._next_expiry = 0.0
+        self._next_scan = 0.0
+        self.waiting: dict[tuple[str, str], None] = {}  # apps with queued requests, as far as this dispatcher knows
         loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._dispatch_forever()), loop.create_task(self._housekeeping_forever())]
+        self._stop_listening = threading.Event()
+        threading.Thread(target=self.queue.listen, args=(lambda: loop.call_soon_threadsafe(self._heard), self._stop_listening),
+                         name="queue-listen", daemon=True).start()
+        self._tasks = [loop.create_task(self._dispatch_forever()), loop.create_task(self._housekeeping_forever()),
+                       loop.create_task(self._leases_forever())]
         for request in await asyncio.to_thread(self.queue.pending_webhooks):
             loop.create_task(self._deliver_webhook(request))
 
@@ -132,11 +155,12 @@ class QueueServer:
         return found
 
     async def _status(self, found: QueuedRequest, with_logs: bool) -> dict[str, Any]:
-        status: dict[str, Any] = {"status": found.status, "request_id": found.id,
+        reported = found.reported_status
+        status: dict[str, Any] = {"status": reported, "request_id": found.id,
                                   **self._urls(found.owner, found.app, found.id)}
-        if found.status == IN_QUEUE:
+        if reported == IN_QUEUE:
             status["queue_position"] = await asyncio.to_thread(self.queue.position, found)
-        if found.status in (IN_PROGRESS, COMPLETED, CANCELLED):
+        if reported in (IN_PROGRESS, COMPLETED, CANCELLED):
             status["logs"] = found.logs if with_logs else None
         if found.status in (COMPLETED, CANCELLED):
             status["status"] = COMPLETED  # fal reports a cancelled request as completed, with an error
@@ -150,7 +174,7 @@ class QueueServer:
     @api.post("/{owner}/{app}")
     @api.post("/{owner}/{app}/{path:path}")
     async def submit(self, owner: str, app: str, request: Request, path: str = "") -> Response:
-        bundle = await asyncio.to_thread(self.registry.get, owner, app)
+        bundle = await self._registered(owner, app)
         if bundle is None:
             return _error(404, f"No app {owner}/{app}")
         caller = await self.keys.caller(request.headers.get("authorization"))
@@ -167,21 +191,35 @@ class QueueServer:
             timeout_s = float(timeout) if timeout else None
         except ValueError:
             return _error(422, "X-Fal-Request-Timeout must be a number of seconds")
+        if timeout_s is None and caller == owner:  # fal's request_start_timeout: the owner's default
+            timeout_s = bundle.options.request_start_timeout or None
         webhook = request.query_params.get("fal_webhook")
         if webhook is not None and not _is_http_url(webhook):
             return _error(422, "fal_webhook must be an http(s) URL")
         if len(path) > MAX_PATH:
             return _error(404, "Path not found")
         no_retry = request.headers.get("x-fal-no-retry", "").lower() in ("1", "true", "yes")
-        queued = await asyncio.to_thread(
-            self.queue.submit, owner, app, "/" + path, payload, caller=caller, timeout_s=timeout_s,
-            webhook_url=webhook, retry=not no_retry,
-        )
-        self.wakeup.set()
-        return JSONResponse({
-            "request_id": queued.id, **self._urls(owner, app, queued.id),
-            "queue_position": await asyncio.to_thread(self.queue.position, queued),
-        })
+        key = (owner, app)
+        claim = not self.stopping and key not in self.waiting and self.per_app.get(key, 0) < _slots(bundle)
+        if claim:  # a free slot and, as far as this dispatcher knows, nobody in line: straight to the app
+            self.per_app[key] = self.per_app.get(key, 0) + 1
+        try:
+            queued, position = await self.submits(Submission(
+                owner, app, "/" + path, payload, caller, timeout_s=timeout_s, webhook_url=webhook,
+                max_attempts=1 if no_retry else bundle.options.queue_attempts, claim=claim,
+            ))
+        except BaseException:
+            if claim:
+                self.per_app[key] -= 1
+            raise
+        if queued.status == IN_PROGRESS:
+            self._start(queued, known=True)
+        else:
+            if claim:
+                self.per_app[key] -= 1
+            self.waiting[key] = None
+            self.wakeup.set()
+        return JSONResponse({"request_id": queued.id, **self._urls(owner, app, queued.id), "queue_position": position})
 
     @api.get("/{owner}/{app}/requests/{request_id}/status")
     @api.get("/{owner}/{app}/requests/{request_id}/status/")  # fal's SDK client adds the slash
@@ -189,7 +227,7 @@ class QueueServer:
         found = await self._own_request(owner, app, request_id, request)
         if isinstance(found, Response):
             return found
-        status = await self._status(found, _wants_logs(request))
+        status = await self._status(found, _wants_logs(request) and await self._logs_shown(found))
         return JSONResponse(status, status_code=200 if found.status in (COMPLETED, CANCELLED) else 202)
 
     @api.get("/{owner}/{app}/requests/{request_id}/status/stream")
@@ -198,22 +236,42 @@ class QueueServer:
         found = await self._own_request(owner, app, request_id, request)
         if isinstance(found, Response):
             return found
-        with_logs = _wants_logs(request)
+        with_logs = _wants_logs(request) and await self._logs_shown(found)
 
         async def events() -> Any:
             last = None
             current: Optional[QueuedRequest] = found
-            while current is not None:
-                status = await self._status(current, with_logs)
-                if status != last:
-                    yield f"data: {json.dumps(status)}\n\n"
-                    last = status
-                if current.status in (COMPLETED, CANCELLED):
-                    return
-                await asyncio.sleep(0.2)
-                current = await asyncio.to_thread(self.queue.get, request_id)
+            changed = asyncio.Event()
+            self.watchers.setdefault(request_id, set()).add(changed)
+            try:
+                while current is not None:
+                    status = await self._status(current, with_logs)
+                    if status != last:
+                        yield f"data: {json.dumps(status)}\n\n"
+                        last = status
+                    if current.status in (COMPLETED, CANCELLED):
+                        return
+                    with contextlib.suppress(asyncio.TimeoutError):  # another dispatcher's: read it again
+                        await asyncio.wait_for(changed.wait(), STATUS_POLL_S)
+                    changed.clear()
+                    current = await asyncio.to_thread(self.queue.get, request_id)
+            finally:
+                watching = self.watchers.get(request_id, set())
+                watching.discard(changed)
+                if not watching:
+                    self.watchers.pop(request_id, None)
 
         return StreamingResponse(events(), media_type="text/event-stream")
+
+    async def _logs_shown(self, found: QueuedRequest) -> bool:
+        """An app with fal's `private_logs` shows its requests' logs to its owner only."""
+        bundle = await self._registered(found.owner, found.app)
+        return bundle is None or not bundle.options.private_logs or found.caller == found.owner
+
+    def _changed(self, request_id: str) -> None:
+        """Wake the status streams of a request whose state this dispatcher just recorded."""
+        for event in self.watchers.get(request_id, ()):
+            event.set()
 
     @api.get("/{owner}/{app}/requests/{request_id}")
     @api.get("/{owner}/{app}/requests/{request_id}/")
@@ -224,7 +282,7 @@ class QueueServer:
         if found.status == CANCELLED:
             return _error(CANCELLED_STATUS, "Request cancelled")
         if found.status != COMPLETED:
-            return _error(400, f"Request is still {'in queue' if found.status == IN_QUEUE else 'in progress'}")
+            return _error(400, f"Request is still {'in queue' if found.reported_status == IN_QUEUE else 'in progress'}")
         headers = {"x-fal-request-id": found.id}
         if isinstance(found.result, dict) and found.result.get("error_type") == START_TIMEOUT:
             headers["x-fal-request-timeout-type"] = "user"
@@ -236,18 +294,18 @@ class QueueServer:
         found = await self._own_request(owner, app, request_id, request)
         if isinstance(found, Response):
             return found
-        if await asyncio.to_thread(self.queue.cancel_queued, request_id):
+        requested = JSONResponse({"status": "CANCELLATION_REQUESTED"}, status_code=202)
+        # Queued, or claimed with no replica started on it (the replica's start refuses it
+        # then): it never runs, and ends with 499.
+        if (await asyncio.to_thread(self.queue.cancel_queued, request_id)
+                or await asyncio.to_thread(self.queue.cancel_unstarted, request_id)):
             refreshed = await asyncio.to_thread(self.queue.get, request_id)
             if refreshed is not None and refreshed.webhook_url:
                 asyncio.get_running_loop().create_task(self._deliver_webhook(refreshed))
-            return JSONResponse({"status": "CANCELLATION_REQUESTED"}, status_code=202)
-        running = self.running.get(request_id)
-        if running is not None:
-            running.cancel()
-            return JSONResponse({"status": "CANCELLATION_REQUESTED"}, status_code=202)
-        if found.status == IN_PROGRESS:  # started, not yet handed to the app
-            self.cancel_requested.add(request_id)
-            return JSONResponse({"status": "CANCELLATION_REQUESTED"}, status_code=202)
+            self._changed(request_id)
+            return requested
+        if await asyncio.to_thread(self.queue.request_cancel, request_id):
+            return requested  # its replica tells the app, if the app can stop it; else it finishes (fal's rule)
         return JSONResponse({"status": "ALREADY_COMPLETED"}, status_code=400)
 
     # the proxy's gate (proxy_gate.py)
@@ -267,7 +325,7 @@ class QueueServer:
         cached = self.bundles.get((owner, app))
         if cached and cached[0] > time.monotonic():
             return cached[1]
-        bundle = await asyncio.to_thread(self.registry.get, owner, app)
+        bundle = AppBundle.registered(await asyncio.to_thread(self.registry.get, owner, app))
         if bundle is not None:  # an app not registered yet may be in its first deploy: ask again next time
             self.bundles[(owner, app)] = (time.monotonic() + REGISTERED_CACHE_S, bundle)
         return bundle
@@ -278,6 +336,12 @@ class QueueServer:
         """Serve is stopping this dispatcher (an update or a shutdown): start nothing more, so
         that a new dispatcher alone takes the queue from here."""
         self.stopping = True
+        self._stop_listening.set()
+
+    def _heard(self) -> None:
+        """Another dispatcher (or this one) queued a request or put one back: look soon."""
+        self._next_scan = min(self._next_scan, time.monotonic() + HEARD_SCAN_S)
+        self.wakeup.set()
 
     async def _dispatch_forever(self) -> None:
         while not self.stopping:
@@ -295,37 +359,64 @@ class QueueServer:
         """How many of the app's requests may run at once (None: no such app); read from
         the registry at most every few seconds, so `apps scale` applies soon."""
         bundle = await self._registered(owner, app)
-        return bundle.options.max_concurrency * bundle.options.max_multiplexing if bundle else None
+        return _slots(bundle) if bundle else None
 
     async def _dispatch(self) -> None:
         if self.stopping:
             return
+        if time.monotonic() >= self._next_expiry:
+            self._next_expiry = time.monotonic() + EXPIRY_EVERY_S
+            await self._expire_unstarted()
+        if time.monotonic() >= self._next_scan:  # what other dispatchers queued or put back
+            self._next_scan = time.monotonic() + SCAN_EVERY_S
+            self.waiting = dict.fromkeys(await asyncio.to_thread(self.queue.waiting_apps))
+        for owner, app in list(self.waiting):
+            capacity = await self._capacity(owner, app)
+            free = (capacity or 1) - self.per_app.get((owner, app), 0)
+            if free <= 0:
+                continue
+            claimed = await asyncio.to_thread(self.queue.claim, owner, app, free)
+            if len(claimed) < free:  # the app's line is empty
+                self.waiting.pop((owner, app), None)
+            for started in claimed:
+                self.per_app[(owner, app)] = self.per_app.get((owner, app), 0) + 1
+                self._changed(started.id)
+                self._start(started, known=capacity is not None)
+
+    async def _expire_unstarted(self) -> None:
         for request_id in await asyncio.to_thread(self.queue.expire_unstarted):
             late = await asyncio.to_thread(self.queue.get, request_id)
             if late is not None and late.webhook_url:
                 asyncio.get_running_loop().create_task(self._deliver_webhook(late))
-        for owner, app in await asyncio.to_thread(self.queue.waiting_apps):
-            capacity = await self._capacity(owner, app)
-            while self.per_app.get((owner, app), 0) < (capacity or 1):
-                started = await asyncio.to_thread(self.queue.start_next, owner, app)
-                if started is None:
-                    break
-                self.per_app[(owner, app)] = self.per_app.get((owner, app), 0) + 1
-                asyncio.get_running_loop().create_task(self._run(started, known=capacity is not None))
+
+    def _start(self, request: QueuedRequest, known: bool) -> None:
+        """Run a request this dispatcher claimed (its slot is already counted)."""
+        self.claimed.add(request.id)
+        asyncio.get_running_loop().create_task(self._run(request, known))
 
     async def _run(self, request: QueuedRequest, known: bool) -> None:
         key = (request.owner, request.app)
+        freed = False
+
+        def free() -> None:
+            nonlocal freed
+            if not freed:
+                freed = True
+                self.per_app[key] -= 1
+                self.wakeup.set()
+
         try:
             if not known:
                 outcome = CallOutcome.failed(404, f"No app {request.owner}/{request.app}")
-            elif request.id in self.cancel_requested:
-                outcome = CallOutcome.failed(CANCELLED_STATUS, "Request cancelled")
             else:
                 outcome = await self._call(request)
             if outcome is None:  # the replica died: back in line
-                await self._until_recorded(request.id, self.queue.requeue, request.id)
+                await self._until_recorded(request.id, lambda: asyncio.to_thread(self.queue.requeue, request.id))
+                self.waiting[key] = None
                 return
-            await self._until_recorded(request.id, self.queue.finish, request.id, outcome)
+            free()  # the app is done with it: the next request takes its place while the outcome is written
+            await self._until_recorded(request.id, lambda: self.finishes((request.id, outcome)))
+            self._changed(request.id)
             if request.webhook_url:  # on its own: the app's slot frees now
                 finished = await asyncio.to_thread(self.queue.get, request.id)
                 if finished is not None:
@@ -333,11 +424,10 @@ class QueueServer:
         except Exception:
             logger.exception("request %s: recording its outcome or starting its webhook failed", request.id)
         finally:
-            self.cancel_requested.discard(request.id)
-            self.per_app[key] -= 1
-            self.wakeup.set()
+            self.claimed.discard(request.id)
+            free()
 
-    async def _until_recorded(self, request_id: str, write: Callable[..., None], *args: Any) -> None:
+    async def _until_recorded(self, request_id: str, write: Callable[[], Awaitable[Any]]) -> None:
         """Write a request's outcome, trying again while the registry refuses (locked,
         unreachable): a finished request never stays IN_PROGRESS behind a busy database,
         which would run it a second time after the next restart. Other errors are not
@@ -345,7 +435,7 @@ class QueueServer:
         delay = RECORD_RETRY_S[0]
         while True:
             try:
-                await asyncio.to_thread(write, *args)
+                await write()
                 return
             except OperationalError as error:
                 logger.warning("request %s: recording its outcome failed (%s); retrying in %gs",
@@ -424,6 +514,21 @@ class QueueServer:
                        len(WEBHOOK_DELAYS_S))
         await asyncio.to_thread(self.queue.set_webhook_state, request.id, "failed")
 
+    async def _leases_forever(self) -> None:
+        """Keep this dispatcher's claims and put back in line the requests of dispatchers
+        that stopped keeping theirs (a restart's predecessor, another node's that died)."""
+        while not self.stopping or any(self.per_app.values()):  # a stopping one keeps the claims it still runs
+            try:
+                await asyncio.to_thread(self.queue.renew, list(self.claimed))
+                reclaimed = await asyncio.to_thread(self.queue.reclaim_expired)
+                if reclaimed:
+                    logger.info("%d request(s) whose dispatcher stopped go back in line", reclaimed)
+                    self._next_scan = 0.0
+                    self.wakeup.set()
+            except Exception as error:  # the loop must outlive any one failure: its claims would lapse
+                logger.warning("queue leases: %s: %s; trying again", type(error).__name__, error)
+            await asyncio.sleep(LEASE_S / 4)
+
     async def _housekeeping_forever(self) -> None:
         while True:
             try:
@@ -434,7 +539,7 @@ class QueueServer:
 
 
 def queue_server_target(config: dict[str, Any], version: str) -> RunTarget:
-    deployment = serve.deployment(QueueServer, name=DEPLOYMENT_NAME, num_replicas=1,
+    deployment = serve.deployment(QueueServer, name=DEPLOYMENT_NAME, num_replicas=config.get("queue_dispatchers", 1),
                                   ray_actor_options={"num_cpus": 0.05}, max_ongoing_requests=1000)
     deployment = ray_private.pinned(deployment, version)
     return RunTarget(target=deployment.bind(config), name=APP_NAME, route_prefix=ROUTE)

@@ -16,7 +16,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Protocol
 
 from sqlalchemy import (
     Boolean,
@@ -36,7 +36,6 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
-from tenantserve.adapters.fal.bundle import AppBundle
 from tenantserve.platform.core import settings
 from tenantserve.platform.core.naming import check_name, check_secret_name, is_valid_app_ref, is_valid_user
 from tenantserve.platform.core.settings import state_dir
@@ -109,6 +108,8 @@ _current = apps.join(
     (revisions.c.owner == apps.c.owner) & (revisions.c.app == apps.c.name)
     & (revisions.c.revision == apps.c.current_revision),
 )
+_REVISION = select(revisions.c.owner, revisions.c.app, revisions.c.revision, revisions.c.created_at,
+                   revisions.c.bundle)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -143,6 +144,9 @@ def make_engine(url: str) -> Engine:
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA journal_mode=WAL")
+            # In WAL mode NORMAL syncs at checkpoints, not at every commit: a committed write
+            # survives any process crash (what the queue promises), not a power cut.
+            cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA busy_timeout=5000")
             cursor.close()
     return engine
@@ -193,6 +197,32 @@ class AuditEntry:
     key_id: Optional[str] = None
     detail: dict[str, Any] = field(default_factory=dict)
     at: Optional[datetime] = None
+
+
+class Deployable(Protocol):
+    """What the registry reads of a bundle it stores; the adapter owns the bundle's format."""
+
+    owner: str
+    app_name: str
+
+    @property
+    def revision(self) -> str: ...
+
+    @property
+    def auth_mode(self) -> str: ...
+
+    def to_json(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class Registered:
+    """One stored revision of an app; `bundle` is the adapter's JSON, read back by the adapter."""
+
+    owner: str
+    app: str
+    revision: str
+    created_at: datetime
+    bundle: str
 
 
 class Registry:
@@ -351,29 +381,26 @@ class Registry:
 
     # apps and revisions
 
-    def get(self, owner: str, name: str) -> Optional[AppBundle]:
-        query = select(revisions.c.bundle).select_from(_current).where(apps.c.owner == owner, apps.c.name == name)
+    def get(self, owner: str, name: str) -> Optional[Registered]:
+        """The app's serving revision."""
+        query = _REVISION.select_from(_current).where(apps.c.owner == owner, apps.c.name == name)
         with self.engine.connect() as conn:
             row = conn.execute(query).first()
-        return AppBundle.from_json(row.bundle) if row else None
+        return Registered(*row) if row else None
 
-    def revisions(self, owner: str, name: str) -> list[tuple[str, datetime, AppBundle]]:
+    def revisions(self, owner: str, name: str) -> list[Registered]:
         """Every revision of an app, oldest first."""
-        query = (
-            select(revisions.c.revision, revisions.c.created_at, revisions.c.bundle)
-            .where(revisions.c.owner == owner, revisions.c.app == name)
-            .order_by(revisions.c.created_at)
-        )
+        query = _REVISION.where(revisions.c.owner == owner, revisions.c.app == name).order_by(revisions.c.created_at)
         with self.engine.connect() as conn:
-            return [(r.revision, r.created_at, AppBundle.from_json(r.bundle)) for r in conn.execute(query)]
+            return [Registered(*row) for row in conn.execute(query)]
 
-    def put(self, bundle: AppBundle) -> None:
+    def put(self, bundle: Deployable) -> None:
         """Record a deployed bundle as its app's current revision."""
         check_name("user", bundle.owner)
         check_name("app", bundle.app_name)
         now = _now()
         key = (apps.c.owner == bundle.owner) & (apps.c.name == bundle.app_name)
-        values = {"current_revision": bundle.revision, "auth_mode": bundle.options.app_auth, "updated_at": now}
+        values = {"current_revision": bundle.revision, "auth_mode": bundle.auth_mode, "updated_at": now}
         with self.engine.begin() as conn:
             if conn.execute(select(apps.c.name).where(key)).first():
                 conn.execute(update(apps).where(key).values(**values))
@@ -395,12 +422,13 @@ class Registry:
             result = conn.execute(delete(apps).where(apps.c.owner == owner, apps.c.name == name))
         return result.rowcount > 0
 
-    def list(self, owner: Optional[str] = None) -> list[AppBundle]:
-        query = select(revisions.c.bundle).select_from(_current).order_by(apps.c.owner, apps.c.name)
+    def list(self, owner: Optional[str] = None) -> list[Registered]:
+        """Every app's serving revision, by owner and name."""
+        query = _REVISION.select_from(_current).order_by(apps.c.owner, apps.c.name)
         if owner is not None:
             query = query.where(apps.c.owner == owner)
         with self.engine.connect() as conn:
-            return [AppBundle.from_json(row.bundle) for row in conn.execute(query)]
+            return [Registered(*row) for row in conn.execute(query)]
 
     # names stored before the rules were enforced
 

@@ -1,28 +1,53 @@
 """The request queue in the registry database: fal's asynchronous API (submit, status,
 result, cancel) is durable because each request is a row, not a task in some process.
 
-States: IN_QUEUE -> IN_PROGRESS -> COMPLETED, or CANCELLED from the queue. A request that
-was IN_PROGRESS when its replica or the dispatcher died goes back IN_QUEUE (keeping its place) until it has
-used its attempts.
+States: IN_QUEUE -> IN_PROGRESS -> COMPLETED, or CANCELLED from the queue. A dispatcher
+claims requests in batches and holds each claim for LEASE_S, renewed while it lives: one
+whose replica died goes back IN_QUEUE at once (keeping its place) until it has used its
+attempts, one whose dispatcher died when its lease runs out. Several dispatchers can share
+one queue: on PostgreSQL a claim skips the rows another dispatcher is claiming (`FOR UPDATE
+SKIP LOCKED`), and only the holder of a claim can finish or requeue it, so no request runs
+twice at the same time. Writes that arrive together go in one transaction (`submit_many`,
+`finish_many`), which is what lets the queue keep up with sync calls.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, Optional, Sequence
 
-from sqlalchemy import Column, Float, Integer, String, Table, Text, delete, func, insert, select, update
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Float,
+    Integer,
+    String,
+    Table,
+    Text,
+    delete,
+    false,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
 
 from tenantserve.platform.core.bodies import dumps
-from tenantserve.platform.core.outcomes import CallOutcome
+from tenantserve.platform.core.outcomes import QUEUE_ATTEMPTS, CallOutcome
 from tenantserve.platform.store.registry import Registry, metadata
 
 IN_QUEUE, IN_PROGRESS, COMPLETED, CANCELLED = "IN_QUEUE", "IN_PROGRESS", "COMPLETED", "CANCELLED"
-MAX_ATTEMPTS = 3
 START_TIMEOUT = "request_timeout"  # fal's error_type for a request that did not start in time
+LEASE_S = 10.0  # how long a claim holds without its dispatcher renewing it
+CHANNEL = "tenantserve_queue"  # PostgreSQL's NOTIFY channel: a request was queued or put back in line
+
+logger = logging.getLogger(__name__)
 
 requests_table = Table(
     "queued_requests", metadata,
@@ -45,7 +70,14 @@ requests_table = Table(
     Column("submitted_at", Float, nullable=False),
     Column("started_at", Float),
     Column("finished_at", Float),
+    Column("dispatcher", String(36)),
+    Column("lease_until", Float),
+    Column("cancel_requested", Boolean, nullable=False, server_default=false()),
 )
+
+
+_NOT_STARTED = (requests_table.c.status == IN_QUEUE) | (
+    (requests_table.c.status == IN_PROGRESS) & requests_table.c.started_at.is_(None))
 
 
 @dataclass
@@ -69,6 +101,14 @@ class QueuedRequest:
     started_at: Optional[float] = None
     finished_at: Optional[float] = None
     seq: int = 0
+    dispatcher: Optional[str] = None
+    lease_until: Optional[float] = None
+    cancel_requested: bool = False
+
+    @property
+    def reported_status(self) -> str:
+        """What fal's status API says: a claimed request no replica has yet is still IN_QUEUE."""
+        return IN_QUEUE if self.status == IN_PROGRESS and self.started_at is None else self.status
 
     @classmethod
     def from_row(cls, row: Any) -> "QueuedRequest":
@@ -79,24 +119,106 @@ class QueuedRequest:
         return cls(**values)
 
 
+@dataclass(frozen=True)
+class Submission:
+    """One request as its caller submitted it."""
+
+    owner: str
+    app: str
+    path: str
+    payload: Any
+    caller: Optional[str]
+    timeout_s: Optional[float] = None
+    webhook_url: Optional[str] = None
+    max_attempts: int = QUEUE_ATTEMPTS  # runs of a request whose runner or replica dies under it
+    # The submitting dispatcher has a free slot of the app for it: if nothing of the app's
+    # is queued, the request goes in claimed by that dispatcher, skipping a claim's round trip.
+    claim: bool = False
+
+
 class RequestQueue:
-    def __init__(self, registry: Registry) -> None:
+    """The queue's rows; `dispatcher` names the claims this instance makes and may finish."""
+
+    def __init__(self, registry: Registry, dispatcher: Optional[str] = None) -> None:
         self.engine = registry.engine
+        self.dispatcher = dispatcher or uuid.uuid4().hex
+        self._postgres = self._skip_locked = self.engine.dialect.name == "postgresql"
+
+    def _notify(self, conn: Any) -> None:
+        """Tell every dispatcher listening (PostgreSQL) that the line changed, at commit."""
+        if self._postgres:
+            conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
+
+    def listen(self, heard: Callable[[], None], stop: threading.Event) -> None:
+        """Call `heard` whenever any dispatcher queues a request or puts one back (LISTEN on
+        PostgreSQL), until `stop` is set; a dropped connection is made again. Returns at once
+        on SQLite, which has no such channel (and one dispatcher)."""
+        if not self._postgres:
+            return
+        import psycopg
+
+        dsn = self.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        while not stop.is_set():
+            try:
+                with psycopg.connect(dsn, autocommit=True) as conn:
+                    conn.execute(f"LISTEN {CHANNEL}")
+                    heard()  # what was queued while no one listened
+                    while not stop.is_set():
+                        for _ in conn.notifies(timeout=1.0):
+                            heard()
+            except Exception as error:
+                logger.warning("listening for queued requests failed (%s); trying again", error)
+                stop.wait(1.0)
 
     def submit(self, owner: str, app: str, path: str, payload: Any, *, caller: Optional[str],
                timeout_s: Optional[float] = None, webhook_url: Optional[str] = None,
-               retry: bool = True) -> QueuedRequest:
-        request_id = str(uuid.uuid4())
+               max_attempts: int = QUEUE_ATTEMPTS) -> QueuedRequest:
+        [(queued, _)] = self.submit_many([Submission(owner, app, path, payload, caller, timeout_s, webhook_url,
+                                                     max_attempts)])
+        return queued
+
+    def submit_many(self, submissions: Sequence[Submission]) -> list[tuple[QueuedRequest, int]]:
+        """Queue every submission in one transaction; each with its place in its app's line
+        (a claimed one, see `Submission.claim`, comes back IN_PROGRESS, at place 0)."""
+        now = time.time()
         with self.engine.begin() as conn:
-            conn.execute(insert(requests_table).values(
-                id=request_id, owner=owner, app=app, caller=caller, path=path, payload=dumps(payload),
-                status=IN_QUEUE, attempts=0, max_attempts=MAX_ATTEMPTS if retry else 1, timeout_s=timeout_s,
-                logs="[]", webhook_url=webhook_url, webhook_state="pending" if webhook_url else None,
-                submitted_at=time.time(),
-            ))
-        found = self.get(request_id)
-        assert found is not None
-        return found
+            keys = {(s.owner, s.app) for s in submissions}
+            ahead = {key: self._waiting(conn, *key) for key in keys}
+            queued = {key: self._waiting(conn, *key, queued_only=True) for key in keys}
+            rows = []
+            for s in submissions:
+                key = (s.owner, s.app)
+                claimed = s.claim and queued[key] == 0
+                queued[key] += 0 if claimed else 1
+                rows.append(dict(
+                    id=str(uuid.uuid4()), owner=s.owner, app=s.app, caller=s.caller, path=s.path,
+                    payload=dumps(s.payload), status=IN_PROGRESS if claimed else IN_QUEUE, attempts=1 if claimed else 0,
+                    max_attempts=s.max_attempts, timeout_s=s.timeout_s, logs="[]",
+                    webhook_url=s.webhook_url, webhook_state="pending" if s.webhook_url else None, submitted_at=now,
+                    dispatcher=self.dispatcher if claimed else None, lease_until=now + LEASE_S if claimed else None,
+                ))
+            inserted = conn.execute(insert(requests_table).returning(requests_table.c.seq, sort_by_parameter_order=True),
+                                    rows).scalars().all()
+            if any(row["status"] == IN_QUEUE for row in rows):
+                self._notify(conn)
+        placed = []
+        for row, seq in zip(rows, inserted):
+            key = (row["owner"], row["app"])
+            request = QueuedRequest(**{**row, "payload": json.loads(row["payload"]), "result": None, "logs": [],
+                                       "status_code": None, "seq": seq})
+            placed.append((request, 0 if request.status == IN_PROGRESS else ahead[key]))
+            ahead[key] += 1
+        return placed
+
+    @staticmethod
+    def _waiting(conn: Any, owner: str, app: str, before_seq: Optional[int] = None, queued_only: bool = False) -> int:
+        """The app's requests no replica has begun (queued, or claimed on their way)."""
+        query = select(func.count()).select_from(requests_table).where(
+            requests_table.c.owner == owner, requests_table.c.app == app,
+            requests_table.c.status == IN_QUEUE if queued_only else _NOT_STARTED)
+        if before_seq is not None:
+            query = query.where(requests_table.c.seq < before_seq)
+        return conn.execute(query).scalar_one()
 
     def get(self, request_id: str) -> Optional[QueuedRequest]:
         with self.engine.connect() as conn:
@@ -104,12 +226,9 @@ class RequestQueue:
         return QueuedRequest.from_row(row) if row else None
 
     def position(self, request: QueuedRequest) -> int:
-        """How many requests to the same app are ahead of this queued one."""
+        """How many requests to the same app no replica has begun are ahead of this one."""
         with self.engine.connect() as conn:
-            return conn.execute(select(func.count()).select_from(requests_table).where(
-                requests_table.c.owner == request.owner, requests_table.c.app == request.app,
-                requests_table.c.status == IN_QUEUE, requests_table.c.seq < request.seq,
-            )).scalar_one()
+            return self._waiting(conn, request.owner, request.app, before_seq=request.seq)
 
     def waiting_apps(self) -> list[tuple[str, str]]:
         """Apps with queued requests, the one whose oldest request waited longest first."""
@@ -121,39 +240,83 @@ class RequestQueue:
             ).all()
         return [(row.owner, row.app) for row in rows]
 
-    def start_next(self, owner: str, app: str) -> Optional[QueuedRequest]:
-        """Move the app's oldest queued request to IN_PROGRESS and return it."""
+    def claim(self, owner: str, app: str, limit: int) -> list[QueuedRequest]:
+        """Move up to `limit` of the app's oldest queued requests to IN_PROGRESS under this
+        dispatcher's lease, in one transaction, and return them. They start (`started_at`,
+        and IN_PROGRESS for fal's clients) when a replica takes them: `mark_started`."""
+        if limit <= 0:
+            return []
+        query = select(requests_table).where(
+            requests_table.c.owner == owner, requests_table.c.app == app, requests_table.c.status == IN_QUEUE,
+        ).order_by(requests_table.c.seq).limit(limit)
+        if self._skip_locked:
+            query = query.with_for_update(skip_locked=True)
+        now = time.time()
         with self.engine.begin() as conn:
-            row = conn.execute(select(requests_table).where(
-                requests_table.c.owner == owner, requests_table.c.app == app, requests_table.c.status == IN_QUEUE,
-            ).order_by(requests_table.c.seq).limit(1)).first()
-            if row is None:
-                return None
-            started_at = time.time()
-            taken = conn.execute(update(requests_table).where(
-                requests_table.c.id == row.id, requests_table.c.status == IN_QUEUE,
-            ).values(status=IN_PROGRESS, attempts=requests_table.c.attempts + 1, started_at=started_at))
-            if taken.rowcount != 1:
-                return None
-        started = QueuedRequest.from_row(row)
-        started.status, started.attempts, started.started_at = IN_PROGRESS, started.attempts + 1, started_at
-        return started
+            rows = conn.execute(query).all()
+            if not rows:
+                return []
+            taken = set(conn.execute(update(requests_table).where(
+                requests_table.c.id.in_([row.id for row in rows]), requests_table.c.status == IN_QUEUE,
+            ).values(status=IN_PROGRESS, attempts=requests_table.c.attempts + 1, dispatcher=self.dispatcher,
+                     lease_until=now + LEASE_S).returning(requests_table.c.id)).scalars())
+        claimed = []
+        for row in rows:
+            if row.id in taken:
+                request = QueuedRequest.from_row(row)
+                request.status, request.attempts = IN_PROGRESS, request.attempts + 1
+                request.dispatcher, request.lease_until = self.dispatcher, now + LEASE_S
+                claimed.append(request)
+        return claimed
+
+    def mark_started(self, request_id: str) -> bool:
+        """The replica a dispatcher handed the request to begins it: True if it is still to
+        run (not cancelled before it started, its claim not lost meanwhile)."""
+        with self.engine.begin() as conn:
+            return conn.execute(update(requests_table).where(
+                requests_table.c.id == request_id, requests_table.c.status == IN_PROGRESS,
+                requests_table.c.started_at.is_(None),
+            ).values(started_at=time.time())).rowcount == 1
+
+    def request_cancel(self, request_id: str) -> bool:
+        """Ask the replica running a request to cancel it (fal's cancel of a running request:
+        an app that can stop it answers 499, any other finishes it)."""
+        with self.engine.begin() as conn:
+            return conn.execute(update(requests_table).where(
+                requests_table.c.id == request_id, requests_table.c.status == IN_PROGRESS,
+            ).values(cancel_requested=True)).rowcount == 1
+
+    def cancel_requested(self, request_id: str) -> bool:
+        with self.engine.connect() as conn:
+            return bool(conn.execute(select(requests_table.c.cancel_requested)
+                                     .where(requests_table.c.id == request_id)).scalar())
+
+    def _mine(self, request_id: str) -> Any:
+        """The row of a request this dispatcher holds the claim of."""
+        return (requests_table.c.id == request_id) & (requests_table.c.status == IN_PROGRESS) \
+            & (requests_table.c.dispatcher == self.dispatcher)
 
     def finish(self, request_id: str, outcome: CallOutcome) -> None:
-        """Record the outcome. One that JSON cannot carry back (NaN, Infinity) is stored
-        as the 500 it would give a sync caller, so that every fetch of it answers."""
-        status_code, result, logs = outcome.status_code, outcome.body, outcome.logs
-        try:
-            result_text = dumps(result)
-        except (ValueError, TypeError, RecursionError):
-            status_code = 500
-            result_text = dumps({"detail": "The endpoint's answer is not valid JSON (NaN or Infinity in it)",
-                                 "request_id": request_id})
+        self.finish_many([(request_id, outcome)])
+
+    def finish_many(self, outcomes: Sequence[tuple[str, CallOutcome]]) -> None:
+        """Record outcomes, in one transaction; a claim this dispatcher lost (its lease ran
+        out and the request went back in line) records nothing. An outcome that JSON cannot
+        carry back (NaN, Infinity) is stored as the 500 it would give a sync caller, so that
+        every fetch of it answers."""
+        now = time.time()
         with self.engine.begin() as conn:
-            conn.execute(update(requests_table).where(
-                requests_table.c.id == request_id, requests_table.c.status == IN_PROGRESS,
-            ).values(status=COMPLETED, status_code=status_code, result=result_text, logs=json.dumps(logs, default=str),
-                     finished_at=time.time()))
+            for request_id, outcome in outcomes:
+                status_code, result = outcome.status_code, outcome.body
+                try:
+                    result_text = dumps(result)
+                except (ValueError, TypeError, RecursionError):
+                    status_code = 500
+                    result_text = dumps({"detail": "The endpoint's answer is not valid JSON (NaN or Infinity in it)",
+                                         "request_id": request_id})
+                conn.execute(update(requests_table).where(self._mine(request_id)).values(
+                    status=COMPLETED, status_code=status_code, result=result_text,
+                    logs=json.dumps(outcome.logs, default=str), finished_at=now, lease_until=None))
 
     def expire_unstarted(self) -> list[str]:
         """Finish, with 504, the queued requests whose start deadline (fal's
@@ -173,17 +336,52 @@ class RequestQueue:
         return expired
 
     def requeue(self, request_id: str) -> None:
-        """Back in line, at its old place: the app's replica died mid-request."""
+        """Back in line, at its old place: the app's replica died mid-request (a request
+        its caller asked to cancel meanwhile ends CANCELLED instead)."""
         with self.engine.begin() as conn:
-            conn.execute(update(requests_table).where(
-                requests_table.c.id == request_id, requests_table.c.status == IN_PROGRESS,
-            ).values(status=IN_QUEUE, started_at=None))
+            conn.execute(update(requests_table).where(self._mine(request_id), requests_table.c.cancel_requested)
+                         .values(status=CANCELLED, finished_at=time.time(), lease_until=None))
+            if conn.execute(update(requests_table).where(self._mine(request_id))
+                            .values(status=IN_QUEUE, started_at=None, dispatcher=None, lease_until=None)).rowcount:
+                self._notify(conn)
 
-    def recover(self) -> int:
-        """After a restart: requests that were running when the dispatcher stopped run again."""
+    def renew(self, request_ids: Sequence[str]) -> int:
+        """Extend the lease of the requests this dispatcher runs (a claim it holds but no
+        longer runs, after a failure, is left to lapse and run again); call it well within LEASE_S."""
+        if not request_ids:
+            return 0
         with self.engine.begin() as conn:
-            return conn.execute(update(requests_table).where(requests_table.c.status == IN_PROGRESS)
-                                .values(status=IN_QUEUE, started_at=None)).rowcount
+            return conn.execute(update(requests_table).where(
+                requests_table.c.id.in_(request_ids), requests_table.c.status == IN_PROGRESS,
+                requests_table.c.dispatcher == self.dispatcher,
+            ).values(lease_until=time.time() + LEASE_S)).rowcount
+
+    def reclaim_expired(self) -> int:
+        """Requests whose dispatcher stopped renewing their lease (it died, or its platform
+        was stopped) go back in line, keeping their place; one its caller cancelled meanwhile
+        ends CANCELLED, one that has used its attempts ends with 500."""
+        now = time.time()
+        lapsed = (requests_table.c.status == IN_PROGRESS) & (
+            requests_table.c.lease_until.is_(None) | (requests_table.c.lease_until < now))
+        spent = dumps({"detail": "The queue's dispatcher stopped while this request ran, in each of its attempts"})
+        with self.engine.begin() as conn:
+            conn.execute(update(requests_table).where(lapsed, requests_table.c.cancel_requested)
+                         .values(status=CANCELLED, finished_at=now, lease_until=None))
+            conn.execute(update(requests_table).where(lapsed, requests_table.c.attempts >= requests_table.c.max_attempts)
+                         .values(status=COMPLETED, status_code=500, result=spent, finished_at=now, lease_until=None))
+            reclaimed = conn.execute(update(requests_table).where(lapsed).values(
+                status=IN_QUEUE, started_at=None, dispatcher=None, lease_until=None)).rowcount
+            if reclaimed:
+                self._notify(conn)
+            return reclaimed
+
+    def cancel_unstarted(self, request_id: str) -> bool:
+        """Cancel a claimed request that no replica has begun (its dispatcher then drops it)."""
+        with self.engine.begin() as conn:
+            return conn.execute(update(requests_table).where(
+                requests_table.c.id == request_id, requests_table.c.status == IN_PROGRESS,
+                requests_table.c.started_at.is_(None),
+            ).values(status=CANCELLED, finished_at=time.time(), lease_until=None)).rowcount == 1
 
     def cancel_queued(self, request_id: str) -> bool:
         with self.engine.begin() as conn:

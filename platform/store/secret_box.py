@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Collection, Optional
 
 from cryptography.fernet import Fernet, InvalidToken
 
@@ -58,9 +58,11 @@ class SecretBox:
             raise SecretsError("a stored secret cannot be decrypted with this platform's key") from None
 
 
-def replica_environment(owner: str, registry: "Registry", key_path: Optional[str]) -> dict[str, str]:
-    """A user's secrets, decrypted, for the environment of that user's replicas."""
-    sealed = registry.secrets(owner)
+def replica_environment(owner: str, registry: "Registry", key_path: Optional[str],
+                        only: Optional[Collection[str]] = None) -> dict[str, str]:
+    """A user's secrets, decrypted, for the environment of that user's replicas; `only`
+    (an app's `secrets` option) names the ones it gets, None all of them."""
+    sealed = {name: value for name, value in registry.secrets(owner).items() if only is None or name in only}
     if not sealed:
         return {}
     box = SecretBox(load_key(Path(key_path) if key_path else None))

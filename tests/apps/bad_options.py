@@ -21,7 +21,7 @@ class AttributeTypo(fal.App):
 
 
 class BadMachine(fal.App):
-    machine_type = "GPU"
+    machine_type = "XXL"
 
     @fal.endpoint("/")
     def run(self) -> Out:

@@ -23,3 +23,7 @@ class EnvProbe(fal.App, keep_alive=300, min_concurrency=1):
     @fal.endpoint("/")
     def read(self, request: Name) -> Value:
         return Value(value=os.environ.get(request.name), pid=RUNNER)
+
+
+class PickyProbe(EnvProbe, secrets=["REGION"], name="picky-probe"):
+    """Asks for one of its owner's secrets (fal's `secrets=`): it gets that one only."""

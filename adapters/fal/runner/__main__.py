@@ -113,7 +113,7 @@ def main() -> None:
 
     from fal.api.api import FalServer
 
-    from . import files, logs
+    from . import distributed, files, logs
     from .app import build, load_class, warm_up
 
     if sys.argv[1] == "--spare":
@@ -131,8 +131,11 @@ def main() -> None:
     faulthandler.enable(file=sys.__stderr__)
     for folder in reversed(spec.get("sys_path", [])):
         sys.path.insert(0, folder)
+    if spec.get("cwd"):  # fal's app_files: relative paths start at the app file's folder
+        os.chdir(spec["cwd"])
     files.install()
     app_class = load_class(spec["filename"], spec["source"], spec["module_name"], spec["class_name"])
+    distributed.prepare(sys.modules[spec["module_name"]])
     app, asgi = build(app_class)
     config = uvicorn.Config(
         logs.tag_requests(asgi),

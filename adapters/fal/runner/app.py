@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import linecache
 import sys
 import types
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -13,18 +16,102 @@ class LoadError(RuntimeError):
     """The app file or class cannot be loaded in the runner."""
 
 
+def _images_are_built() -> None:
+    """fal's `ContainerImage.from_dockerfile` reads its file as the app's class is made; a
+    runner runs inside the image the platform built from it, where that file is not."""
+    from fal.container import ContainerImage
+
+    read = ContainerImage.__dict__["from_dockerfile"].__func__
+
+    def from_dockerfile(cls: type, path: Any, **kwargs: Any) -> Any:
+        try:
+            return read(cls, path, **kwargs)
+        except OSError:
+            return cls.from_dockerfile_str("# built by the platform before this runner started", **kwargs)
+
+    ContainerImage.from_dockerfile = classmethod(from_dockerfile)  # type: ignore[method-assign, assignment]
+
+
 def load_class(filename: str, source: str, module_name: str, class_name: str) -> type:
     """Run the app file's text as module `module_name` (tracebacks show the file's own
     lines under `filename`, the path it was deployed from) and return its App class."""
+    _images_are_built()
     module = types.ModuleType(module_name)
     module.__file__ = filename
     sys.modules[module_name] = module
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
     exec(compile(source, filename, "exec"), module.__dict__)
     app_class = getattr(module, class_name, None)
+    if is_served_function(app_class):
+        return function_app(app_class)
     if not isinstance(app_class, type):
         raise LoadError(f"{Path(filename).name} has no class {class_name!r}")
     return app_class
+
+
+def is_function(value: Any) -> bool:
+    """A `@fal.function` (served or not)."""
+    from fal.api import IsolatedFunction
+
+    return isinstance(value, IsolatedFunction)
+
+
+def is_served_function(value: Any) -> bool:
+    return is_function(value) and bool(value.options.gateway.get("serve"))
+
+
+def _resolved_hints(function: Any) -> dict[str, Any]:
+    """The function's annotations as objects (`Annotated` kept), each resolved in the app
+    file's globals: the endpoint made from it has this module's globals, not the app's."""
+    hints = {}
+    for name, annotation in getattr(function, "__annotations__", {}).items():
+        try:
+            hints[name] = typing.get_type_hints(
+                types.SimpleNamespace(__annotations__={name: annotation}, __module__=function.__module__),
+                globalns=function.__globals__, include_extras=True)[name]
+        except Exception:
+            hints[name] = annotation
+    return hints
+
+
+def function_app(function: Any) -> type:
+    """`@fal.function(serve=True)` as the App class it amounts to in fal's SDK (its
+    ServeWrapper): one `POST /` endpoint that calls the function, and the function's
+    options as the class's. The fal serving packages fal adds to a served function's
+    requirements are the runner's own already."""
+    import fal
+    from fal.api.api import SERVE_REQUIREMENTS
+
+    raw = function.raw_func
+    settings = {**function.options.host}
+    settings.update({k: v for k, v in function.options.environment.items() if (k, v) != ("kind", "virtualenv")})
+    wanted = [r for r in settings.pop("requirements", []) if r not in SERVE_REQUIREMENTS]
+    if wanted:
+        settings["requirements"] = wanted
+    hints = _resolved_hints(raw)
+    signature = inspect.signature(raw)
+    parameters = [p.replace(annotation=hints.get(p.name, p.annotation)) for p in signature.parameters.values()]
+    if inspect.isasyncgenfunction(raw):
+        async def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+            async for item in raw(*args, **kwargs):
+                yield item
+    elif inspect.iscoroutinefunction(raw):
+        async def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+            return await raw(*args, **kwargs)
+    elif inspect.isgeneratorfunction(raw):
+        def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+            yield from raw(*args, **kwargs)
+    else:
+        def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+            return raw(*args, **kwargs)
+    call = functools.wraps(raw)(call)
+    del call.__wrapped__
+    call.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=[inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD), *parameters],
+        return_annotation=hints.get("return", signature.return_annotation))
+    call.__annotations__ = {**hints}
+    body = {"__module__": raw.__module__, "__doc__": raw.__doc__, raw.__name__: fal.endpoint("/")(call)}
+    return types.new_class(raw.__name__, (fal.App,), settings, lambda namespace: namespace.update(body))
 
 
 IDLE_LAYERS = frozenset({"PrometheusMiddleware", "set_log_context"})
