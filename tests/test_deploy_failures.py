@@ -1,5 +1,6 @@
 """A deploy that fails says why, exits non-zero and leaves the app as it was."""
 
+import time
 from pathlib import Path
 
 from helpers import APPS
@@ -35,6 +36,15 @@ def test_failing_redeploy_keeps_previous_revision_serving(cli, http, tmp_path) -
 
     assert cli("deploy", _versioned(tmp_path, "v3"), "--user", "grace", "--auth", "public").exit_code == 0
     assert http.post("/grace/versioned/").json() == {"version": "v3", "calls": 1}
+
+
+def test_a_setup_that_never_finishes_fails_the_deploy_with_its_last_output(cli, http) -> None:
+    began = time.monotonic()
+    result = cli("deploy", f"{APPS}/hangs.py::HangsInSetup", "--user", "frank", "--auth", "public")
+    assert result.exit_code == 1 and "startup_timeout" in result.output
+    assert "from a share that never answers" in result.output  # where it was when the deploy gave up
+    assert time.monotonic() - began < 150
+    assert http.post("/frank/hangs-in-setup/").status_code == 404
 
 
 def test_redeploying_the_same_revision_keeps_replicas(cli, http, tmp_path) -> None:

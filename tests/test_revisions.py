@@ -78,7 +78,7 @@ def test_redeploy_under_steady_load_drops_no_request(cli, http, tmp_path) -> Non
         # v1 drains while kept-alive connections on an old HAProxy process still reach it
         # (DRAINING_PERIOD_S after it leaves the table, longer when Serve stops it late):
         # the load goes on until its last 50 answers all came from v2.
-        deadline = time.monotonic() + DRAINING_PERIOD_S + 60
+        deadline = time.monotonic() + DRAINING_PERIOD_S + 150  # longer on a loaded machine
         def only_v2() -> bool:
             return len(answers) >= 50 and {a[1] for a in answers[-50:]} == {"v2"}
 

@@ -54,6 +54,7 @@ logger = logging.getLogger("ray.serve")
 SETUP_FAILED = "setup() failed in"
 STREAMED = ("text/event-stream", "application/jsonl", "application/x-ndjson")
 CANCEL_POLL_S = 0.25  # how often a cancellable queued request's replica asks whether it was cancelled
+SLOW_START_S = (60.0, 240.0)  # a replica still starting then logs what it is waiting for
 
 
 class SetupError(RuntimeError):
@@ -133,22 +134,36 @@ def _gpu_ids() -> list[int]:
 @serve.ingress()
 class FalAppReplica:
     async def __init__(self, bundle_json: str, platform_config: dict[str, Any]) -> None:
+        self._stage = "reading the app's bundle"
+        watch = asyncio.ensure_future(self._report_slow_start())
         try:
             await self._start(bundle_json, platform_config)
         except BaseException:
             await self._release()  # a replica that fails to start leaves no runner, folder or mount
             raise
+        finally:
+            watch.cancel()
+
+    async def _report_slow_start(self) -> None:
+        """A start that takes long says in the app's logs (and so in a deploy that gives up
+        on it) what it is waiting for."""
+        began = time.monotonic()
+        for after in SLOW_START_S:
+            await asyncio.sleep(max(0.0, began + after - time.monotonic()))
+            logger.warning("the replica is still starting after %gs: %s", after, self._stage)
 
     async def _start(self, bundle_json: str, platform_config: dict[str, Any]) -> None:
         self._bundle = bundle = AppBundle.from_json(bundle_json)
         # From the start: a long setup()'s prints show in `platform logs` as it runs.
         self._flusher = asyncio.ensure_future(_flush_logs_every(0.5))
+        self._stage = "checking the sandbox and reading the registry"
         sandbox.check()
         # One read-only registry connection for the replica: secrets now, API keys per request.
         self._registry = Registry(platform_config["registry_url"], migrate_schema=False)
         self._queue = RequestQueue(self._registry)
         owner_number = self._registry.user_number(bundle.owner)
         self._image: Optional[images.ImageRuntime] = None
+        self._stage = "preparing the app's image or environment"
         if bundle.options.image is not None:
             self._image = await asyncio.to_thread(
                 images.ensure, bundle.options.image, bundle.image_files, bundle.owner, owner_number,
@@ -156,6 +171,7 @@ class FalAppReplica:
             python = self._image.python
         else:
             python = await asyncio.to_thread(environments.python_for, bundle.options.requirements, logger.info)
+        self._stage = "preparing the runner's folders"
         replica_id = serve.get_replica_context().replica_id.unique_id
         gpus = _gpu_ids()
         spare = spare_runner.take()
@@ -187,6 +203,7 @@ class FalAppReplica:
         (mounts.app / "spec.json").write_text(json.dumps(spec))
         env = self._runner_env(platform_config, python, seen, replica_id)
         warm_within = min(spare_runner.WARM_WITHIN_S, bundle.options.startup_timeout)
+        self._stage = "waiting for this worker's spare runner to be warm"
         if spare is not None and not await asyncio.to_thread(spare.until_warm, warm_within):
             spare = None
         if self._uid is not None:  # after a spare is warm: until then it writes in its /tmp as root
@@ -205,6 +222,7 @@ class FalAppReplica:
                         sandboxed=not sandbox.unsandboxed())
         self._runner = Runner(launch, self._on_line, restart_timeout=bundle.options.startup_timeout)
         started = time.perf_counter()
+        self._stage = "starting the app's runner and waiting for its setup() (its output is above)"
         try:
             await self._runner.start(bundle.options.startup_timeout,
                                      spare=(spare.process, spare.pid) if spare is not None else None)

@@ -10,15 +10,18 @@ import functools
 import glob
 import json
 import os
+import select
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
 from tenantserve.platform.core import settings
 
+CHILD_PID_WAIT_S = 60.0  # bubblewrap reports its child at once; one silent this long is stuck
 INSTALL_HINT = "install bubblewrap on every node (Debian/Ubuntu: `apt-get install bubblewrap`)"
 SOCKETS = "/run/tenantserve"
 APP = "/app"
@@ -377,11 +380,15 @@ def command(argv: Sequence[str], mounts: Mounts, env: Mapping[str, str], info_fd
     return [*args, "--", *argv]
 
 
-def child_pid(info_fd: int, fallback: int) -> int:
-    """The sandboxed process's pid, from bubblewrap's --info-fd JSON."""
-    text = b""
+def child_pid(info_fd: int, fallback: int, timeout: float = CHILD_PID_WAIT_S) -> int:
+    """The sandboxed process's pid, from bubblewrap's --info-fd JSON; `fallback` (bubblewrap's
+    own) if it ends or says nothing within `timeout`."""
+    text, deadline = b"", time.monotonic() + timeout
     try:
-        while chunk := os.read(info_fd, 4096):
+        while select.select([info_fd], [], [], max(0.0, deadline - time.monotonic()))[0]:
+            chunk = os.read(info_fd, 4096)
+            if not chunk:
+                break
             text += chunk
             try:
                 return int(json.loads(text)["child-pid"])

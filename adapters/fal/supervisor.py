@@ -179,7 +179,9 @@ class Runner:
                 raise SetupFailed("\n".join(self._tail) or describe_exit(process.returncode))
             if time.monotonic() > deadline:
                 await self.kill()
-                raise SetupFailed(f"setup() did not finish within {timeout:g}s (startup_timeout)")
+                last = "\n".join(self._tail[-10:])
+                raise SetupFailed(f"setup() did not finish within {timeout:g}s (startup_timeout)"
+                                  + (f"; its last output:\n{last}" if last else ""))
             await asyncio.sleep(0.01)
         assert self._ready is not None
         self._ready.set_result(None)

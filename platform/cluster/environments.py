@@ -63,7 +63,8 @@ def _uv() -> str:
 def _run(command: list[str], log: Log, env: Optional[dict[str, str]] = None) -> tuple[int, list[str]]:
     """Run a builder (uv, buildah), passing each line of its output to `log` as it comes."""
     lines: list[str] = []
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, env=env)
     assert process.stdout is not None
     for line in process.stdout:
         lines.append(line.rstrip())

@@ -174,6 +174,7 @@ def recorded() -> Optional[ClusterInfo]:
 def _ray_cli(*args: str, env: Optional[dict[str, str]] = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "ray.scripts.scripts", *args],
+        stdin=subprocess.DEVNULL,  # Ray's daemons inherit it: with none (CI's), their first socket would be fd 0
         capture_output=True,
         text=True,
         env={**os.environ, **(env or {})},

@@ -35,6 +35,7 @@ from tenantserve.platform.control.quotas import QuotaError, check_quota
 from tenantserve.platform.core import settings
 from tenantserve.platform.core.naming import InvalidNameError, is_valid_app_ref, route_prefix, serve_app_name
 from tenantserve.platform.core.settings import state_dir
+from tenantserve.platform.ops.logs import LogsError, last_lines
 from tenantserve.platform.runtime.storage import FileStore
 from tenantserve.platform.store.registry import Registry, database_url
 from tenantserve.platform.store.secret_box import key_file
@@ -210,7 +211,18 @@ def wait_running(name: str, timeout: float, progress: Progress) -> None:
         time.sleep(0.2)
     overview = _serve_status(name)
     detail = waiting or (_failure_message(overview) if overview is not None else "")
-    raise DeployError(f"replicas were not ready within startup_timeout ({timeout:g}s): {detail}".strip(": "))
+    raise DeployError(f"replicas were not ready within startup_timeout ({timeout:g}s): {detail}".strip(": ")
+                      + _replica_tail(name))
+
+
+def _replica_tail(name: str, count: int = 15) -> str:
+    """The last lines the app's replicas logged: where a start that never finished waits."""
+    try:
+        lines = last_lines(name, count)
+    except LogsError:
+        return ""
+    shown = [text if len(text) <= 300 else text[:300] + " ..." for text in (line.render() for line in lines)]
+    return "\nthe replicas' last log lines:\n" + "\n".join(shown) if shown else ""
 
 
 def poll(url: str, answered: Callable[[httpx.Response], bool], timeout: float) -> Optional[str]:

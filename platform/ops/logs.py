@@ -59,8 +59,8 @@ def _retrying(call: Callable[[], T], what: str, attempts: int = 10) -> T:
     raise AssertionError("unreachable")
 
 
-def _replica_files(owner: str, app: str) -> Iterator[tuple[str, str]]:
-    pattern = f"serve/replica_{serve_app_name(owner, app)}_*.log"
+def _replica_files(serve_name: str) -> Iterator[tuple[str, str]]:
+    pattern = f"serve/replica_{serve_name}_*.log"
     for node in ray.nodes():
         if not node["Alive"]:
             continue
@@ -72,18 +72,24 @@ def _replica_files(owner: str, app: str) -> Iterator[tuple[str, str]]:
                 yield node_id, name
 
 
-def read_logs(owner: str, app: str, since: Optional[datetime] = None, request_id: Optional[str] = None) -> list[LogLine]:
-    """Every log line of the app's replicas, oldest first, optionally from `since` / for one request."""
+def _lines_of(serve_name: str) -> list[LogLine]:
     lines = []
-    for node_id, name in _replica_files(owner, app):
+    for node_id, name in _replica_files(serve_name):
         replica = name.rsplit("_", 1)[-1].removesuffix(".log")
         text = _retrying(
             lambda: "".join(get_log(address=state_api_address(), node_id=node_id, filename=name, tail=-1,
                                     errors="replace")), f"read {name}"
         )
-        for raw in text.splitlines():
-            line = _parse(raw, replica)
-            if line is None or (since and line.time < since) or (request_id and line.request_id != request_id):
-                continue
-            lines.append(line)
+        lines += [line for line in (_parse(raw, replica) for raw in text.splitlines()) if line is not None]
     return sorted(lines, key=lambda line: line.time)
+
+
+def read_logs(owner: str, app: str, since: Optional[datetime] = None, request_id: Optional[str] = None) -> list[LogLine]:
+    """Every log line of the app's replicas, oldest first, optionally from `since` / for one request."""
+    return [line for line in _lines_of(serve_app_name(owner, app))
+            if not (since and line.time < since) and not (request_id and line.request_id != request_id)]
+
+
+def last_lines(serve_name: str, count: int) -> list[LogLine]:
+    """The last `count` lines the replicas of the Serve app `serve_name` logged."""
+    return _lines_of(serve_name)[-count:]
