@@ -3,7 +3,7 @@ import time
 import fal
 
 
-class HangsInSetup(fal.App, startup_timeout=20):
+class HangsInSetup(fal.App, startup_timeout=30):
     """A setup() that never finishes: the deploy gives up at startup_timeout."""
 
     machine_type = "XS"
