@@ -60,7 +60,7 @@ def _uv() -> str:
     return uv.find_uv_bin()
 
 
-def _run(command: list[str], log: Log, env: Optional[dict[str, str]] = None) -> tuple[int, list[str]]:
+def run_builder(command: list[str], log: Log, env: Optional[dict[str, str]] = None) -> tuple[int, list[str]]:
     """Run a builder (uv, buildah), passing each line of its output to `log` as it comes."""
     lines: list[str] = []
     process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -126,17 +126,17 @@ def python_for(packages: Sequence[str], log: Log = lambda line: None) -> str:
     return str(ensure(packages, log) / "bin" / "python")
 
 
-def _uv_pip_install(arguments: list[str], log: Log) -> list[str]:
+def uv_pip_install(arguments: list[str], log: Log) -> list[str]:
     """`uv pip install ARGUMENTS` from uv's cache alone, then, if that cannot, with the index:
     uv's output, passed to `log` too. Raises BuildError with uv's words."""
     # Wheels only: building a source distribution runs the package's code on the node, as the platform.
     arguments = ["--no-build", *arguments]
-    code, lines = _run([_uv(), "pip", "install", "--color", "never", "--offline", *arguments], lambda line: None)
+    code, lines = run_builder([_uv(), "pip", "install", "--color", "never", "--offline", *arguments], lambda line: None)
     if code == 0:
         for line in lines:
             log(line)
         return lines
-    code, lines = _run([_uv(), "pip", "install", "--color", "never", *arguments], log)
+    code, lines = run_builder([_uv(), "pip", "install", "--color", "never", *arguments], log)
     if code != 0:
         raise BuildError("\n".join(lines))
     return lines
@@ -152,7 +152,7 @@ def _plan(packages: Sequence[str]) -> tuple[list[str], list[str]]:
     nothing there (so `--break-system-packages` is safe for an externally managed one).
     Resolving for the venv instead, even with the node's versions as preferences
     (`uv pip compile -o` a file of them), picks the index's torch over the node's `+cpu` one."""
-    lines = _uv_pip_install(["--dry-run", "--break-system-packages", "--python", sys.executable, *packages],
+    lines = uv_pip_install(["--dry-run", "--break-system-packages", "--python", sys.executable, *packages],
                             lambda line: None)
     add = [line[3:].strip() for line in lines if line.startswith((" + ", " ~ "))]
     shadowed = [line[3:].strip() for line in lines if line.startswith(" - ")]
@@ -187,12 +187,12 @@ def ensure(packages: Sequence[str], log: Log = lambda line: None) -> Path:
             log(f"adding to the node's packages: {', '.join(add)}" if add else "nothing to add to the node's packages")
             if shadowed:
                 log(f"shadowing the node's {', '.join(shadowed)}")
-            code, lines = _run([_uv(), "venv", "--quiet", "--system-site-packages", "--python", sys.executable,
-                                str(target)], log)
+            code, lines = run_builder([_uv(), "venv", "--quiet", "--system-site-packages", "--python", sys.executable,
+                                       str(target)], log)
             if code != 0:
                 raise BuildError("\n".join(lines) or "uv could not create the virtualenv")
             if add:
-                _uv_pip_install(["--no-deps", "--python", str(target / "bin" / "python"), *add], log)
+                uv_pip_install(["--no-deps", "--python", str(target / "bin" / "python"), *add], log)
             (target / READY).write_text(json.dumps(
                 {"packages": list(packages), "installed": add, "seconds": time.monotonic() - started}))
         except BaseException:

@@ -31,7 +31,7 @@ from tenantserve.adapters.fal.options import ImageOptions
 from tenantserve.platform.core import settings
 from tenantserve.platform.core.settings import state_dir
 
-from .environments import BuildError, Log, _run, _uv_pip_install
+from .environments import BuildError, Log, run_builder, uv_pip_install
 
 INSTALL_HINT = "install buildah and runc on every node that runs container apps (Debian/Ubuntu: " \
                "`apt-get install buildah runc`)"
@@ -140,7 +140,7 @@ def _buildah(owner: str, *args: str, log: Optional[Log] = None) -> str:
         if done.returncode != 0:
             raise ImageBuildError(f"buildah {args[0]} failed: {(done.stderr or done.stdout).strip()}")
         return done.stdout
-    code, lines = _run(command, log, env)
+    code, lines = run_builder(command, log, env)
     if code != 0:
         raise ImageBuildError("\n".join(lines[-60:]))
     return "\n".join(lines)
@@ -273,7 +273,7 @@ def _layer(python: dict[str, Any], requirements: Sequence[str], log: Log) -> Pat
             shutil.rmtree(folder, ignore_errors=True)
             log(f"platform layer for Python {version} ({target_platform}): {', '.join(packages)}")
             try:
-                _uv_pip_install(["--target", str(folder / "site"), "--python-version", version,
+                uv_pip_install(["--target", str(folder / "site"), "--python-version", version,
                                  "--python-platform", target_platform, *packages], log)
             except BuildError as error:
                 shutil.rmtree(folder, ignore_errors=True)
