@@ -150,7 +150,9 @@ class FalAppReplica:
         began = time.monotonic()
         for after in SLOW_START_S:
             await asyncio.sleep(max(0.0, began + after - time.monotonic()))
-            logger.warning("the replica is still starting after %gs: %s", after, self._stage)
+            runner = getattr(self, "_runner", None)
+            detail = f" ({runner.hang_report()})" if runner is not None and not runner.alive() else ""
+            logger.warning("the replica is still starting after %gs: %s%s", after, self._stage, detail)
 
     async def _start(self, bundle_json: str, platform_config: dict[str, Any]) -> None:
         self._bundle = bundle = AppBundle.from_json(bundle_json)

@@ -68,27 +68,37 @@ def remove_folder(folder: Path) -> None:
     logger.error("%s still has mounts (%s); not deleting it", folder, ", ".join(_mount_points_under(folder)))
 
 
-def _alive(pid: int) -> bool:
+def _identity(pid: int) -> Optional[str]:
+    """`PID-STARTTIME` of a live process (its start in clock ticks since boot, from
+    /proc), None when there is no such process. Pids come round again on a busy node
+    (32768 of them, and every thread takes one): the start time tells a worker from a
+    later process that got its pid, whose folder a sweep must not take for a dead one's."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    return True
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return f"{pid}-{stat.rsplit(')', 1)[1].split()[19]}"
 
 
-def worker_folder(pid: Optional[int] = None) -> Path:
-    """The runner folder of the Ray worker `pid` (this one by default): its spare's, then
-    its replica's, whether the replica claimed the spare or started a runner of its own."""
-    return ROOT / f"worker-{os.getpid() if pid is None else pid}"
+_own_identity: Optional[str] = None
+
+
+def worker_folder() -> Path:
+    """This Ray worker's runner folder: its spare's, then its replica's, whether the
+    replica claimed the spare or started a runner of its own."""
+    global _own_identity
+    if _own_identity is None or not _own_identity.startswith(f"{os.getpid()}-"):
+        _own_identity = _identity(os.getpid()) or str(os.getpid())
+    return ROOT / f"worker-{_own_identity}"
 
 
 def sweep() -> None:
     """Remove the runner folders of workers that are gone without cleaning up (killed)."""
+    own = worker_folder()
     for folder in ROOT.glob("worker-*"):
-        pid = folder.name.removeprefix("worker-")
-        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+        identity = folder.name.removeprefix("worker-")
+        pid = identity.partition("-")[0]
+        if folder != own and (not pid.isdigit() or _identity(int(pid)) != identity):
             remove_folder(folder)
 
 
@@ -214,12 +224,25 @@ def _drop_if_unclaimed(spare: Spare) -> None:
     busy_since: Optional[float] = None
     while _spare is spare:
         time.sleep(5)
+        if not ray.is_initialized():  # not connected (a test's process): asking would start a local Ray
+            continue
         try:
             busy = ray.get_runtime_context().get_actor_id() is not None
         except Exception:
             busy = False
         if busy:
             busy_since = busy_since or time.monotonic()
-            if time.monotonic() - busy_since > UNCLAIMED_BUSY_S and (taken := take()) is not None:
-                taken.discard()
+            if time.monotonic() - busy_since > UNCLAIMED_BUSY_S:
+                _drop(spare)
                 return
+
+
+def _drop(spare: Spare) -> None:
+    """Discard `spare` unless it was taken, holding the lock throughout: a replica that
+    asks for it meanwhile waits, and then makes its folders after these are gone, not
+    before (they are the same folders)."""
+    global _spare
+    with _lock:
+        if _spare is spare:
+            _spare = None
+            spare.discard()

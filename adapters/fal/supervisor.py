@@ -126,6 +126,11 @@ def runner_client(socket: Path) -> aiohttp.ClientSession:
     return client
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    first, second = os.stat(a), os.stat(b)
+    return (first.st_dev, first.st_ino) == (second.st_dev, second.st_ino)
+
+
 class Runner:
     def __init__(self, launch: Launch, on_line: OnLine, restart_timeout: float = 600) -> None:
         self._launch = launch
@@ -173,10 +178,17 @@ class Runner:
         self._pid = pid
         self._spawn(self._read(process))
         deadline = time.monotonic() + timeout
+        checked = time.monotonic()
         while not self.socket.exists():
             if process.returncode is not None:
                 await asyncio.sleep(0.05)  # the last lines of output
                 raise SetupFailed("\n".join(self._tail) or describe_exit(process.returncode))
+            if time.monotonic() > checked + 1:
+                checked = time.monotonic()
+                if self._socket_made_elsewhere():
+                    await self.kill()
+                    raise SetupFailed("the runner's socket folder was replaced after the runner started: "
+                                      "the replica cannot reach it (a runner of a new replica will)")
             if time.monotonic() > deadline:
                 await self.kill()
                 last = "\n".join(self._tail[-10:])
@@ -186,6 +198,44 @@ class Runner:
         assert self._ready is not None
         self._ready.set_result(None)
         self._spawn(self._watch(process))
+
+    def _socket_folder_inside(self) -> Optional[Path]:
+        """The runner's socket folder as the runner sees it (through its root in /proc)."""
+        return Path(f"/proc/{self._pid}/root{sandbox.SOCKETS}") if self._launch.sandboxed else None
+
+    def _socket_made_elsewhere(self) -> bool:
+        """Whether the runner has made its socket in a folder that is no longer the replica's."""
+        inside = self._socket_folder_inside()
+        try:
+            return (inside is not None and (inside / APP_SOCKET).exists()
+                    and not _same_file(inside, self._launch.sockets))
+        except OSError:
+            return False
+
+    def hang_report(self) -> str:
+        """What a runner that is not ready yet is doing, as the node sees it: its state, its
+        user (the owner's once a spare has been claimed), its socket; its Python threads'
+        stacks follow in its output (the runner dumps them on SIGUSR1)."""
+        pid = self._pid
+        try:
+            status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+            wchan = Path(f"/proc/{pid}/wchan").read_text()
+        except (OSError, ValueError):
+            return f"its runner (pid {pid}) is gone"
+        facts = [f"runner pid {pid}", f"state {status['State'].strip()}", f"waiting in {wchan or '-'}",
+                 f"uid {status['Uid'].split()[0]}"]
+        inside = self._socket_folder_inside()
+        if inside is not None:
+            try:
+                made = "made" if (inside / APP_SOCKET).exists() else "not made"
+                same = "the replica's" if _same_file(inside, self._launch.sockets) else "NOT the replica's"
+                facts.append(f"its socket {made}, in a folder that is {same}")
+            except OSError as error:
+                facts.append(f"its socket folder: {error}")
+        if int(status.get("SigCgt", "0").strip(), 16) & (1 << (signal.SIGUSR1 - 1)):
+            self.signal(signal.SIGUSR1)
+            facts.append("its threads' stacks follow")
+        return "; ".join(facts)
 
     async def _spawn_process(self) -> tuple[subprocess.Popen, int]:
         """Start the runner's process (in the event loop's thread, which lives as long as the

@@ -17,6 +17,7 @@ import asyncio
 import faulthandler
 import json
 import os
+import signal
 import sys
 import threading
 from pathlib import Path
@@ -107,6 +108,8 @@ def _quiet(server_class: type) -> type:
 
 
 def main() -> None:
+    # Its threads' stacks into its output when the replica asks (a start that hangs).
+    faulthandler.register(signal.SIGUSR1, file=sys.__stderr__, all_threads=True)
     _import_fal()
     _prime_package_list()
     import uvicorn
