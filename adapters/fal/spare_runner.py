@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Mapping, Optional
 
 from tenantserve.platform.core import settings
+from tenantserve.platform.core.processes import identity
 
 from . import sandbox
 
@@ -68,37 +69,20 @@ def remove_folder(folder: Path) -> None:
     logger.error("%s still has mounts (%s); not deleting it", folder, ", ".join(_mount_points_under(folder)))
 
 
-def _identity(pid: int) -> Optional[str]:
-    """`PID-STARTTIME` of a live process (its start in clock ticks since boot, from
-    /proc), None when there is no such process. Pids come round again on a busy node
-    (32768 of them, and every thread takes one): the start time tells a worker from a
-    later process that got its pid, whose folder a sweep must not take for a dead one's."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return f"{pid}-{stat.rsplit(')', 1)[1].split()[19]}"
-
-
-_own_identity: Optional[str] = None
-
-
 def worker_folder() -> Path:
     """This Ray worker's runner folder: its spare's, then its replica's, whether the
-    replica claimed the spare or started a runner of its own."""
-    global _own_identity
-    if _own_identity is None or not _own_identity.startswith(f"{os.getpid()}-"):
-        _own_identity = _identity(os.getpid()) or str(os.getpid())
-    return ROOT / f"worker-{_own_identity}"
+    replica claimed the spare or started a runner of its own. Named by the worker's pid
+    and start time: a later process with its pid is not taken for it."""
+    return ROOT / f"worker-{identity(os.getpid()) or os.getpid()}"
 
 
 def sweep() -> None:
     """Remove the runner folders of workers that are gone without cleaning up (killed)."""
     own = worker_folder()
     for folder in ROOT.glob("worker-*"):
-        identity = folder.name.removeprefix("worker-")
-        pid = identity.partition("-")[0]
-        if folder != own and (not pid.isdigit() or _identity(int(pid)) != identity):
+        named = folder.name.removeprefix("worker-")
+        pid = named.partition("-")[0]
+        if folder != own and (not pid.isdigit() or identity(int(pid)) != named):
             remove_folder(folder)
 
 

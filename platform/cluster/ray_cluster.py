@@ -24,6 +24,7 @@ from typing import Any, Callable, Optional
 
 from tenantserve.adapters.fal import spare_runner
 from tenantserve.platform.core import settings
+from tenantserve.platform.core.processes import parent_and_start
 from tenantserve.platform.core.settings import state_dir
 
 DEFAULT_RAY_PORT = 6390  # Ray's own default, 6379, is Redis's port.
@@ -362,15 +363,6 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _process(pid: int) -> Optional[tuple[int, str]]:
-    """(parent pid, start time) of a live process, or None."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return int(fields[1]), fields[19]
-    except (OSError, ValueError, IndexError):
-        return None
-
-
 def _cluster_processes(*markers: str) -> dict[int, str]:
     """{pid: start time} of the processes whose command line names every one of
     `markers`, and of all their descendants (Ray's agents and workers rename themselves
@@ -380,7 +372,7 @@ def _cluster_processes(*markers: str) -> dict[int, str]:
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
-        info = _process(int(entry.name))
+        info = parent_and_start(int(entry.name))
         if info is None:
             continue
         table[int(entry.name)] = info
@@ -403,7 +395,7 @@ def _stop_processes(*markers: str, grace: float = 3) -> None:
     processes = _cluster_processes(*markers)
 
     def alive() -> list[int]:  # the same processes: a reused pid has another start time
-        return [pid for pid, started in processes.items() if (_process(pid) or (0, ""))[1] == started]
+        return [pid for pid, started in processes.items() if (parent_and_start(pid) or (0, ""))[1] == started]
 
     for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5)):
         for pid in alive():
