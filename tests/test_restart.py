@@ -19,9 +19,10 @@ from helpers import APPS, free_port, platform_cmd
 pytestmark = pytest.mark.cluster  # it starts platforms of its own
 
 
-def test_apps_come_back_after_a_cluster_restart(tmp_path, cluster) -> None:
-    env_before = os.environ.get("TENANTSERVE_HOME")
-    os.environ["TENANTSERVE_HOME"] = str(tmp_path / "home")
+@pytest.mark.timeout(600)  # two starts of a platform, four deploys (one builds an environment), a stop
+def test_apps_come_back_after_a_cluster_restart(tmp_path, cluster, monkeypatch) -> None:
+    # Restored by pytest whatever ends the test (a timeout included): later tests use the session's platform.
+    monkeypatch.setenv("TENANTSERVE_HOME", str(tmp_path / "home"))
     ports = [f"--port={free_port()}", f"--http-port={free_port()}", f"--dashboard-port={free_port()}"]
     # As on a fresh machine: a user with no Ray token yet (no ~/.ray/auth_token).
     fresh_user = {"HOME": str(tmp_path / "fresh-user")}
@@ -67,7 +68,3 @@ def test_apps_come_back_after_a_cluster_restart(tmp_path, cluster) -> None:
         assert [httpx.get(r["response_url"]).json()["label"] for r in queued] == ["q0", "q1", "q2"]
     finally:
         platform_cmd("down", check=False, env=fresh_user)
-        if env_before is None:
-            os.environ.pop("TENANTSERVE_HOME", None)
-        else:
-            os.environ["TENANTSERVE_HOME"] = env_before

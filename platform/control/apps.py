@@ -215,8 +215,9 @@ def wait_running(name: str, timeout: float, progress: Progress) -> None:
                       + _replica_tail(name))
 
 
-def _replica_tail(name: str, count: int = 15) -> str:
-    """The last lines the app's replicas logged: where a start that never finished waits."""
+def _replica_tail(name: str, count: int = 40) -> str:
+    """The last lines the app's replicas logged: where a start that never finished waits (with
+    its runner's stacks, which a replica still starting has the runner print)."""
     try:
         lines = last_lines(name, count)
     except LogsError:
