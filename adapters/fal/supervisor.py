@@ -199,18 +199,21 @@ class Runner:
         self._ready.set_result(None)
         self._spawn(self._watch(process))
 
-    def _socket_folder_inside(self) -> Optional[Path]:
-        """The runner's socket folder as the runner sees it (through its root in /proc)."""
-        return Path(f"/proc/{self._pid}/root{sandbox.SOCKETS}") if self._launch.sandboxed else None
+    def _socket_place(self) -> Optional[tuple[bool, bool]]:
+        """(made, in the replica's folder) for the socket as the runner sees it (through
+        its root in /proc); None without a sandbox."""
+        if not self._launch.sandboxed:
+            return None
+        inside = Path(f"/proc/{self._pid}/root{sandbox.SOCKETS}")
+        return (inside / APP_SOCKET).exists(), _same_file(inside, self._launch.sockets)
 
     def _socket_made_elsewhere(self) -> bool:
         """Whether the runner has made its socket in a folder that is no longer the replica's."""
-        inside = self._socket_folder_inside()
         try:
-            return (inside is not None and (inside / APP_SOCKET).exists()
-                    and not _same_file(inside, self._launch.sockets))
+            place = self._socket_place()
         except OSError:
             return False
+        return place is not None and place[0] and not place[1]
 
     def hang_report(self) -> str:
         """What a runner that is not ready yet is doing, as the node sees it: its state, its
@@ -224,14 +227,13 @@ class Runner:
             return f"its runner (pid {pid}) is gone"
         facts = [f"runner pid {pid}", f"state {status['State'].strip()}", f"waiting in {wchan or '-'}",
                  f"uid {status['Uid'].split()[0]}"]
-        inside = self._socket_folder_inside()
-        if inside is not None:
-            try:
-                made = "made" if (inside / APP_SOCKET).exists() else "not made"
-                same = "the replica's" if _same_file(inside, self._launch.sockets) else "NOT the replica's"
-                facts.append(f"its socket {made}, in a folder that is {same}")
-            except OSError as error:
-                facts.append(f"its socket folder: {error}")
+        try:
+            place = self._socket_place()
+            if place is not None:
+                facts.append(f"its socket {'made' if place[0] else 'not made'}, "
+                             f"in a folder that is {'the' if place[1] else 'NOT the'} replica's")
+        except OSError as error:
+            facts.append(f"its socket folder: {error}")
         if int(status.get("SigCgt", "0").strip(), 16) & (1 << (signal.SIGUSR1 - 1)):
             self.signal(signal.SIGUSR1)
             facts.append("its threads' stacks follow")
