@@ -228,3 +228,28 @@ def test_a_runner_whose_socket_folder_was_replaced_fails_its_start_at_once(tmp_p
     asyncio.run(run())
     assert time.monotonic() - started < 30
     spare_runner.remove_folder(spare.folder)
+
+
+def test_a_spare_that_is_ready_before_its_replica_waits_is_taken_as_ready(tmp_path) -> None:
+    """A quick app on a warm spare can bind its socket before the replica starts waiting
+    for it (a busy node delays the replica's thread): the replica takes that socket."""
+    lines: list[str] = []
+    spare_runner.start()
+    spare = spare_runner.take()
+    assert spare is not None and spare.until_warm(60)
+
+    async def run() -> int:
+        runner = _claim(spare, APP, "Who", tmp_path, None, lines)
+        try:
+            deadline = time.monotonic() + 60
+            while not runner.socket.exists():
+                assert time.monotonic() < deadline, lines
+                await asyncio.sleep(0.01)
+            await runner.start(30, spare=(spare.process, spare.pid))
+            async with runner.client.post("http://runner/", json={}) as answer:
+                return answer.status
+        finally:
+            await runner.stop(grace=1)
+
+    assert asyncio.run(run()) == 200
+    spare_runner.remove_folder(spare.folder)

@@ -165,13 +165,19 @@ class Runner:
 
     async def start(self, timeout: float, spare: Optional[tuple[subprocess.Popen, int]] = None) -> None:
         """Start the runner (or take over `spare`, a claimed spare runner's process and
-        pid) and wait until setup() is done; SetupFailed with its output if it ends first."""
+        pid) and wait until setup() is done; SetupFailed with its output if it ends first.
+
+        A claimed spare may have made its socket already (a quick app on a warm spare binds
+        within milliseconds of its claim), so only a runner started here has an earlier
+        runner's socket removed first; a spare's folder is new, and a runner removes a
+        stale socket itself before it binds."""
         self._mark_down()
-        try:
-            self.socket.unlink()
-        except FileNotFoundError:
-            pass
         self._tail = []
+        if spare is None:
+            try:
+                self.socket.unlink()
+            except FileNotFoundError:
+                pass
         popen, pid = spare if spare is not None else await self._spawn_process()
         self._process = process = _Process(popen, pid, OUTPUT_LIMIT)
         await process.connect()
