@@ -92,3 +92,46 @@ def test_a_spares_warm_up_leaves_nothing_for_the_app_that_claims_it(monkeypatch)
                 return await client.post("/", json={"text": "hi"})
 
     assert asyncio.run(call()).json()["text"] == "ready:hi"
+
+
+PRINTING = '''
+import fal
+
+
+class Printing(fal.App):
+    @fal.endpoint("/")
+    def talk(self, request: dict) -> dict:
+        for n in range(request["lines"]):
+            print("line", n)
+        return {}
+'''
+
+
+def test_an_answer_says_how_many_lines_its_request_printed_and_the_lines_carry_its_id(monkeypatch):
+    """The replica waits for exactly these lines (the queue keeps them with the result)."""
+    import io
+    import json
+    import sys
+
+    import fal.ref
+
+    from tenantserve_runner.logs import OUTPUT_LINES_HEADER, TaggedLines, tag_requests
+
+    monkeypatch.setattr(fal.ref, "current_app", None)
+    pipe = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", TaggedLines(pipe, "stdout"))
+    _, asgi = build(load_class("/apps/printing.py", PRINTING, "printing", "Printing"))
+
+    async def call():
+        async with asgi.router.lifespan_context(asgi):
+            transport = httpx.ASGITransport(app=tag_requests(asgi))
+            async with httpx.AsyncClient(transport=transport, base_url="http://runner") as client:
+                return [await client.post("/", json={"lines": n}, headers={"x-fal-request-id": f"r{n}"})
+                        for n in (3, 0)]
+
+    three, none = asyncio.run(call())
+    assert three.headers[OUTPUT_LINES_HEADER.decode()] == "3" and none.headers[OUTPUT_LINES_HEADER.decode()] == "0"
+    lines = [json.loads(line) for line in pipe.getvalue().splitlines()]
+    assert [(line["r"], line["m"]) for line in lines if line["r"]] == [("r3", "line 0"), ("r3", "line 1"),
+                                                                      ("r3", "line 2")]
+    assert not TaggedLines.written  # forgotten once answered

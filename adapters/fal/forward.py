@@ -22,6 +22,7 @@ from yarl import URL
 
 from tenantserve.platform.core.bodies import BodyError, parse_json
 from tenantserve.platform.runtime.auth import CALLER, relative_path
+from tenantserve_runner.logs import OUTPUT_LINES_HEADER
 
 from .supervisor import RUNNER_URL, Runner
 
@@ -88,6 +89,7 @@ class Ingress:
             scope["method"], path + (f"?{query}" if query else ""), bytes(body),
             [(k, v) for k, v in scope["headers"] if k not in _HOP_BY_HOP], request_id, CALLER.get(),
         )
+        answer_headers = [(k, v) for k, v in answer_headers if k != OUTPUT_LINES_HEADER]  # the queue's, not the caller's
         await send({"type": "http.response.start", "status": status, "headers": answer_headers})
         async for chunk in chunks:
             await send({"type": "http.response.body", "body": chunk, "more_body": True})

@@ -21,6 +21,7 @@ import shutil
 import sys
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
@@ -41,6 +42,7 @@ from tenantserve.platform.store.request_queue import RequestQueue
 from tenantserve.platform.store.secret_box import replica_environment
 from tenantserve_runner import control
 from tenantserve_runner import files as runner_files
+from tenantserve_runner.logs import OUTPUT_LINES_HEADER
 
 from . import sandbox, spare_runner
 from .bundle import AppBundle
@@ -55,6 +57,7 @@ SETUP_FAILED = "setup() failed in"
 STREAMED = ("text/event-stream", "application/jsonl", "application/x-ndjson")
 CANCEL_POLL_S = 0.25  # how often a cancellable queued request's replica asks whether it was cancelled
 SLOW_START_S = (60.0, 240.0)  # a replica still starting then logs what it is waiting for
+OUTPUT_WAIT_S = 0.5  # longest wait for a queued request's lines of output after its answer
 
 
 class SetupError(RuntimeError):
@@ -70,6 +73,21 @@ class EndpointError(RuntimeError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return EndpointError, (self.status_code, self.detail, self.where)
+
+
+@dataclass
+class RequestOutput:
+    """A queued request's lines of output, as the replica reads them from the runner's pipe."""
+
+    entries: list[dict[str, Any]] = field(default_factory=list)
+    lines: int = 0  # every line read for it, blank ones too
+
+    async def complete(self, written: int) -> None:
+        """Until the `written` lines the runner reported with the answer are read (they were
+        in its pipe before the answer was on its socket): at once, nearly always."""
+        deadline = time.monotonic() + OUTPUT_WAIT_S
+        while self.lines < written and time.monotonic() < deadline:
+            await asyncio.sleep(0.001)
 
 
 def user_traceback(output: str, filename: str) -> str:
@@ -185,7 +203,7 @@ class FalAppReplica:
         owner_data = Path(platform_config["model_cache"]) / "users" / bundle.owner
         mounts = await asyncio.to_thread(self._mounts, owner_data, python, gpus, spare)  # copies, chowns
         self._callers: dict[str, Optional[str]] = {}
-        self._request_logs: dict[str, list[dict[str, Any]]] = {}
+        self._request_logs: dict[str, RequestOutput] = {}
         store = FileStore(platform_config["files_root"], platform_config["files_ttl_s"])
         storage = AppStorage(store, platform_config["public_url"], bundle.owner, bundle.options.app_auth)
         self._files = FilesSocket(storage, self._callers, default_caller=bundle.owner)
@@ -302,9 +320,11 @@ class FalAppReplica:
         traceback = _fal_traceback(message)
         level = "ERROR" if traceback else ("INFO" if stream == "stdout" else "STDERR")
         text = traceback or message
-        logs = self._request_logs.get(request or "")
-        if logs is not None and text.strip():
-            logs.append(_log_entry(text, level))
+        output = self._request_logs.get(request or "")
+        if output is not None:
+            output.lines += 1
+            if text.strip():
+                output.entries.append(_log_entry(text, level))
         logger.handle(logger.makeRecord(
             logger.name, logging.ERROR if traceback else logging.INFO, __file__, 0, text, None, None,
             extra={"request_id": request} if request else None))
@@ -312,11 +332,11 @@ class FalAppReplica:
             _flush_serve_logs()  # output outside requests (setup(), threads) is rare: write it now
 
     @contextmanager
-    def _logs_of(self, request_id: str) -> Iterator[list[dict[str, Any]]]:
-        logs: list[dict[str, Any]] = []
-        self._request_logs[request_id] = logs
+    def _logs_of(self, request_id: str) -> Iterator[RequestOutput]:
+        output = RequestOutput()
+        self._request_logs[request_id] = output
         try:
-            yield logs
+            yield output
         finally:
             self._request_logs.pop(request_id, None)
 
@@ -364,24 +384,27 @@ class FalAppReplica:
         self._metadata = metadata
 
     async def _post(self, path: str, payload: Any, request_id: str, caller: Optional[str],
-                    from_queue: bool = False) -> tuple[int, str, Any]:
-        """POST a JSON payload to an endpoint: (status, content type, JSON answer or text).
+                    from_queue: bool = False) -> tuple[int, str, Any, int]:
+        """POST a JSON payload to an endpoint: (status, content type, JSON answer or text,
+        the lines of output the request had written when it answered).
         `from_queue`: a cancel stops the work (the runner restarts), and a streamed answer
         is cut off at its start (None for its body): the queue keeps whole answers only."""
         status, headers, chunks = await self._ingress.call(
             "POST", path, json.dumps(payload).encode(), [(b"content-type", b"application/json")], request_id, caller,
             stop_on_cancel=from_queue)
-        content_type = dict(headers).get(b"content-type", b"").decode()
+        found = dict(headers)
+        content_type = found.get(b"content-type", b"").decode()
+        written = int(found.get(OUTPUT_LINES_HEADER, b"0"))
         if from_queue and content_type.startswith(STREAMED):
             await chunks.aclose()  # the connection to the runner closes: the endpoint's stream stops
-            return status, content_type, None
+            return status, content_type, None, written
         data = b"".join([chunk async for chunk in chunks])
         if content_type.startswith("application/json"):
             try:
-                return status, content_type, json.loads(data)
+                return status, content_type, json.loads(data), written
             except ValueError:
                 pass
-        return status, content_type, data.decode("utf-8", "replace")
+        return status, content_type, data.decode("utf-8", "replace"), written
 
     async def call_endpoint(self, name: str, payload: Any = None) -> Any:
         """A Python handle's call: the endpoint method `name` with a JSON payload; its JSON
@@ -394,7 +417,8 @@ class FalAppReplica:
                 f"(it has: {', '.join(sorted(self._bundle.endpoints))})"
             )
         request_id = os.urandom(12).hex()
-        status, _, body = await self._post(path, payload if payload is not None else {}, request_id, self._bundle.owner)
+        status, _, body, _ = await self._post(path, payload if payload is not None else {}, request_id,
+                                              self._bundle.owner)
         if status >= 400:
             detail = body.get("detail", body) if isinstance(body, dict) else body
             raise EndpointError(status, detail, f"{self._bundle.owner}/{self._bundle.app_name}.{name}")
@@ -418,9 +442,10 @@ class FalAppReplica:
         relay = (asyncio.get_running_loop().create_task(self._relay_cancel(cancel_path, request_id, caller))
                  if cancel_path in self._bundle.endpoints.values() else None)
         try:
-            with self._logs_of(request_id) as logs:
-                status, content_type, body = await self._post(path, payload, request_id, caller, from_queue=True)
-                await asyncio.sleep(0.005)  # the runner's last lines for this request, still in its pipe
+            with self._logs_of(request_id) as output:
+                status, content_type, body, written = await self._post(path, payload, request_id, caller,
+                                                                       from_queue=True)
+                await output.complete(written)
         finally:
             if relay is not None:
                 relay.cancel()
@@ -429,7 +454,7 @@ class FalAppReplica:
         elif not isinstance(body, (dict, list)) and status >= 400:
             body = {"detail": body}
         self._metrics.answered(status, time.perf_counter() - started)
-        return CallOutcome(status, body, list(logs))
+        return CallOutcome(status, body, output.entries)
 
     async def _relay_cancel(self, cancel_path: str, request_id: str, caller: Optional[str]) -> None:
         """Wait for the request's caller to cancel it in the queue, then tell the app."""

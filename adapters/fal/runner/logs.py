@@ -13,6 +13,9 @@ from contextvars import ContextVar
 from typing import Any, Callable, Optional, TextIO
 
 REQUEST_ID_HEADER = b"x-fal-request-id"
+# On each answer: how many lines the request had written when its answer started, so
+# that the replica knows when it has read all of them (the queue keeps them with the result).
+OUTPUT_LINES_HEADER = b"x-tenantserve-output-lines"
 current_request: ContextVar[Optional[str]] = ContextVar("tenantserve_runner_request", default=None)
 FAL_TRACEBACK = '{"traceback"'
 # Per call: whether fal's error handler has printed its traceback (a list, so that the
@@ -23,10 +26,12 @@ _traced: ContextVar[Optional[list[bool]]] = ContextVar("tenantserve_runner_trace
 class TaggedLines:
     """A text stream that writes each complete line as `{"r": request id, "s": stream, "m": text}`."""
 
+    written: dict[str, int] = {}  # request id -> complete lines written, both streams together
+    _lock = threading.Lock()  # one for both streams: they share the pipe and `written`
+
     def __init__(self, raw: TextIO, stream: str) -> None:
         self._raw, self._stream = raw, stream
         self._pending: dict[Optional[str], str] = {}
-        self._lock = threading.Lock()
 
     def write(self, text: str) -> int:
         request = current_request.get()
@@ -42,12 +47,16 @@ class TaggedLines:
                 self._raw.write(json.dumps({"r": request, "s": self._stream, "m": line}) + "\n")
             if lines:
                 self._raw.flush()
+                if request is not None:
+                    self.written[request] = self.written.get(request, 0) + len(lines)
         return len(text)
 
     def flush(self) -> None:
         with self._lock:
             for request, rest in self._pending.items():
                 self._raw.write(json.dumps({"r": request, "s": self._stream, "m": rest}) + "\n")
+                if request is not None:
+                    self.written[request] = self.written.get(request, 0) + 1
             self._pending.clear()
             self._raw.flush()
 
@@ -83,6 +92,9 @@ def tag_requests(app: Callable[..., Any]) -> Callable[..., Any]:
 
         async def watched(message: dict) -> None:
             nonlocal started
+            if message["type"] == "http.response.start" and request is not None:
+                lines = str(TaggedLines.written.get(request, 0)).encode()
+                message = {**message, "headers": [*message.get("headers", ()), (OUTPUT_LINES_HEADER, lines)]}
             started = started or message["type"] == "http.response.start"  # a websocket's error closes it 1011
             await send(message)
 
@@ -96,5 +108,6 @@ def tag_requests(app: Callable[..., Any]) -> Callable[..., Any]:
         finally:
             _traced.reset(traced)
             current_request.reset(token)
+            TaggedLines.written.pop(request or "", None)
 
     return asgi
