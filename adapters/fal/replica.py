@@ -37,6 +37,7 @@ from tenantserve.platform.core.outcomes import CallOutcome
 from tenantserve.platform.runtime.auth import AuthMiddleware, is_platform_health
 from tenantserve.platform.runtime.metrics import AppMetrics
 from tenantserve.platform.runtime.storage import AppStorage, FileStore
+from tenantserve.platform.services.batching import WriteBatch
 from tenantserve.platform.store.registry import Registry
 from tenantserve.platform.store.request_queue import RequestQueue
 from tenantserve.platform.store.secret_box import replica_environment
@@ -181,6 +182,7 @@ class FalAppReplica:
         # One read-only registry connection for the replica: secrets now, API keys per request.
         self._registry = Registry(platform_config["registry_url"], migrate_schema=False)
         self._queue = RequestQueue(self._registry)
+        self._starts = WriteBatch(self._queue.mark_started_many)  # the queue's requests arrive together
         owner_number = self._registry.user_number(bundle.owner)
         self._image: Optional[images.ImageRuntime] = None
         self._stage = "preparing the app's image or environment"
@@ -434,7 +436,7 @@ class FalAppReplica:
         it has one; without one the request finishes."""
         started = time.perf_counter()
         try:
-            if not await asyncio.to_thread(self._queue.mark_started, request_id):
+            if not await self._starts(request_id):
                 return CallOutcome.failed(499, "Request cancelled", request_id)
         except Exception as error:  # a busy registry costs the start time, not the request
             logger.warning("request %s: recording its start failed (%s); running it", request_id, error)

@@ -137,7 +137,10 @@ def _aware(moment: datetime) -> datetime:
 
 
 def make_engine(url: str) -> Engine:
-    engine = create_engine(url, pool_pre_ping=True)
+    # A server's connections can drop (a restart, a proxy's idle timeout): each is tested as
+    # it is taken from the pool. A SQLite file's cannot, and the test is a statement more
+    # in each of the queue's transactions.
+    engine = create_engine(url, pool_pre_ping=not url.startswith("sqlite"))
     if engine.dialect.name == "sqlite":
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]

@@ -29,6 +29,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    bindparam,
     delete,
     false,
     func,
@@ -270,13 +271,19 @@ class RequestQueue:
         return claimed
 
     def mark_started(self, request_id: str) -> bool:
-        """The replica a dispatcher handed the request to begins it: True if it is still to
-        run (not cancelled before it started, its claim not lost meanwhile)."""
+        [started] = self.mark_started_many([request_id])
+        return started
+
+    def mark_started_many(self, request_ids: Sequence[str]) -> list[bool]:
+        """The replica a dispatcher handed these requests to begins them, in one transaction:
+        for each, True if it is still to run (not cancelled before it started, its claim
+        not lost meanwhile)."""
         with self.engine.begin() as conn:
-            return conn.execute(update(requests_table).where(
-                requests_table.c.id == request_id, requests_table.c.status == IN_PROGRESS,
+            started = set(conn.execute(update(requests_table).where(
+                requests_table.c.id.in_(request_ids), requests_table.c.status == IN_PROGRESS,
                 requests_table.c.started_at.is_(None),
-            ).values(started_at=time.time())).rowcount == 1
+            ).values(started_at=time.time()).returning(requests_table.c.id)).scalars())
+        return [request_id in started for request_id in request_ids]
 
     def request_cancel(self, request_id: str) -> bool:
         """Ask the replica running a request to cancel it (fal's cancel of a running request:
@@ -291,7 +298,7 @@ class RequestQueue:
             return bool(conn.execute(select(requests_table.c.cancel_requested)
                                      .where(requests_table.c.id == request_id)).scalar())
 
-    def _mine(self, request_id: str) -> Any:
+    def _mine(self, request_id: Any) -> Any:
         """The row of a request this dispatcher holds the claim of."""
         return (requests_table.c.id == request_id) & (requests_table.c.status == IN_PROGRESS) \
             & (requests_table.c.dispatcher == self.dispatcher)
@@ -304,19 +311,24 @@ class RequestQueue:
         out and the request went back in line) records nothing. An outcome that JSON cannot
         carry back (NaN, Infinity) is stored as the 500 it would give a sync caller, so that
         every fetch of it answers."""
-        now = time.time()
+        if not outcomes:
+            return
+        rows = []
+        for request_id, outcome in outcomes:
+            status_code, result = outcome.status_code, outcome.body
+            try:
+                result_text = dumps(result)
+            except (ValueError, TypeError, RecursionError):
+                status_code = 500
+                result_text = dumps({"detail": "The endpoint's answer is not valid JSON (NaN or Infinity in it)",
+                                     "request_id": request_id})
+            rows.append({"finished_id": request_id, "finished_code": status_code, "finished_result": result_text,
+                         "finished_logs": json.dumps(outcome.logs, default=str)})
+        finished = update(requests_table).where(self._mine(bindparam("finished_id"))).values(
+            status=COMPLETED, status_code=bindparam("finished_code"), result=bindparam("finished_result"),
+            logs=bindparam("finished_logs"), finished_at=time.time(), lease_until=None)
         with self.engine.begin() as conn:
-            for request_id, outcome in outcomes:
-                status_code, result = outcome.status_code, outcome.body
-                try:
-                    result_text = dumps(result)
-                except (ValueError, TypeError, RecursionError):
-                    status_code = 500
-                    result_text = dumps({"detail": "The endpoint's answer is not valid JSON (NaN or Infinity in it)",
-                                         "request_id": request_id})
-                conn.execute(update(requests_table).where(self._mine(request_id)).values(
-                    status=COMPLETED, status_code=status_code, result=result_text,
-                    logs=json.dumps(outcome.logs, default=str), finished_at=now, lease_until=None))
+            conn.execute(finished, rows)
 
     def expire_unstarted(self) -> list[str]:
         """Finish, with 504, the queued requests whose start deadline (fal's
