@@ -80,6 +80,21 @@ requests_table = Table(
 _NOT_STARTED = (requests_table.c.status == IN_QUEUE) | (
     (requests_table.c.status == IN_PROGRESS) & requests_table.c.started_at.is_(None))
 
+# The statements of every request's path, made once: building one costs about as much as
+# running it on SQLite, and a statement object keeps its compiled form's cache key.
+_BY_ID = select(requests_table).where(requests_table.c.id == bindparam("request_id"))
+_OF_APP = (requests_table.c.owner == bindparam("owner")) & (requests_table.c.app == bindparam("app"))
+_COUNTS = {
+    (queued_only, before): select(func.count()).select_from(requests_table).where(
+        _OF_APP, requests_table.c.status == IN_QUEUE if queued_only else _NOT_STARTED,
+        *([requests_table.c.seq < bindparam("before_seq")] if before else []))
+    for queued_only in (False, True) for before in (False, True)
+}
+_START = update(requests_table).where(
+    requests_table.c.id.in_(bindparam("request_ids", expanding=True)), requests_table.c.status == IN_PROGRESS,
+    requests_table.c.started_at.is_(None),
+).values(started_at=bindparam("now")).returning(requests_table.c.id)
+
 
 @dataclass
 class QueuedRequest:
@@ -144,6 +159,16 @@ class RequestQueue:
         self.engine = registry.engine
         self.dispatcher = dispatcher or uuid.uuid4().hex
         self._postgres = self._skip_locked = self.engine.dialect.name == "postgresql"
+        oldest = select(requests_table).where(_OF_APP, requests_table.c.status == IN_QUEUE) \
+            .order_by(requests_table.c.seq).limit(bindparam("limit"))
+        self._oldest = oldest.with_for_update(skip_locked=True) if self._skip_locked else oldest
+        self._take = update(requests_table).where(
+            requests_table.c.id.in_(bindparam("request_ids", expanding=True)), requests_table.c.status == IN_QUEUE,
+        ).values(status=IN_PROGRESS, attempts=requests_table.c.attempts + 1, dispatcher=self.dispatcher,
+                 lease_until=bindparam("lease_until")).returning(requests_table.c.id)
+        self._finish = update(requests_table).where(self._mine(bindparam("finished_id"))).values(
+            status=COMPLETED, status_code=bindparam("finished_code"), result=bindparam("finished_result"),
+            logs=bindparam("finished_logs"), finished_at=bindparam("finished_at"), lease_until=None)
 
     def _notify(self, conn: Any) -> None:
         """Tell every dispatcher listening (PostgreSQL) that the line changed, at commit."""
@@ -214,16 +239,12 @@ class RequestQueue:
     @staticmethod
     def _waiting(conn: Any, owner: str, app: str, before_seq: Optional[int] = None, queued_only: bool = False) -> int:
         """The app's requests no replica has begun (queued, or claimed on their way)."""
-        query = select(func.count()).select_from(requests_table).where(
-            requests_table.c.owner == owner, requests_table.c.app == app,
-            requests_table.c.status == IN_QUEUE if queued_only else _NOT_STARTED)
-        if before_seq is not None:
-            query = query.where(requests_table.c.seq < before_seq)
-        return conn.execute(query).scalar_one()
+        query = _COUNTS[(queued_only, before_seq is not None)]
+        return conn.execute(query, {"owner": owner, "app": app, "before_seq": before_seq}).scalar_one()
 
     def get(self, request_id: str) -> Optional[QueuedRequest]:
         with self.engine.connect() as conn:
-            row = conn.execute(select(requests_table).where(requests_table.c.id == request_id)).first()
+            row = conn.execute(_BY_ID, {"request_id": request_id}).first()
         return QueuedRequest.from_row(row) if row else None
 
     def position(self, request: QueuedRequest) -> int:
@@ -247,20 +268,13 @@ class RequestQueue:
         and IN_PROGRESS for fal's clients) when a replica takes them: `mark_started`."""
         if limit <= 0:
             return []
-        query = select(requests_table).where(
-            requests_table.c.owner == owner, requests_table.c.app == app, requests_table.c.status == IN_QUEUE,
-        ).order_by(requests_table.c.seq).limit(limit)
-        if self._skip_locked:
-            query = query.with_for_update(skip_locked=True)
         now = time.time()
         with self.engine.begin() as conn:
-            rows = conn.execute(query).all()
+            rows = conn.execute(self._oldest, {"owner": owner, "app": app, "limit": limit}).all()
             if not rows:
                 return []
-            taken = set(conn.execute(update(requests_table).where(
-                requests_table.c.id.in_([row.id for row in rows]), requests_table.c.status == IN_QUEUE,
-            ).values(status=IN_PROGRESS, attempts=requests_table.c.attempts + 1, dispatcher=self.dispatcher,
-                     lease_until=now + LEASE_S).returning(requests_table.c.id)).scalars())
+            taken = set(conn.execute(self._take, {"request_ids": [row.id for row in rows],
+                                                  "lease_until": now + LEASE_S}).scalars())
         claimed = []
         for row in rows:
             if row.id in taken:
@@ -279,10 +293,7 @@ class RequestQueue:
         for each, True if it is still to run (not cancelled before it started, its claim
         not lost meanwhile)."""
         with self.engine.begin() as conn:
-            started = set(conn.execute(update(requests_table).where(
-                requests_table.c.id.in_(request_ids), requests_table.c.status == IN_PROGRESS,
-                requests_table.c.started_at.is_(None),
-            ).values(started_at=time.time()).returning(requests_table.c.id)).scalars())
+            started = set(conn.execute(_START, {"request_ids": list(request_ids), "now": time.time()}).scalars())
         return [request_id in started for request_id in request_ids]
 
     def request_cancel(self, request_id: str) -> bool:
@@ -313,7 +324,7 @@ class RequestQueue:
         every fetch of it answers."""
         if not outcomes:
             return
-        rows = []
+        now, rows = time.time(), []
         for request_id, outcome in outcomes:
             status_code, result = outcome.status_code, outcome.body
             try:
@@ -323,12 +334,9 @@ class RequestQueue:
                 result_text = dumps({"detail": "The endpoint's answer is not valid JSON (NaN or Infinity in it)",
                                      "request_id": request_id})
             rows.append({"finished_id": request_id, "finished_code": status_code, "finished_result": result_text,
-                         "finished_logs": json.dumps(outcome.logs, default=str)})
-        finished = update(requests_table).where(self._mine(bindparam("finished_id"))).values(
-            status=COMPLETED, status_code=bindparam("finished_code"), result=bindparam("finished_result"),
-            logs=bindparam("finished_logs"), finished_at=time.time(), lease_until=None)
+                         "finished_logs": json.dumps(outcome.logs, default=str), "finished_at": now})
         with self.engine.begin() as conn:
-            conn.execute(finished, rows)
+            conn.execute(self._finish, rows)
 
     def expire_unstarted(self) -> list[str]:
         """Finish, with 504, the queued requests whose start deadline (fal's
