@@ -76,11 +76,11 @@ def test_only_the_dispatcher_holding_a_claim_can_finish_or_requeue_it(registry_u
     mine, other = RequestQueue(registry), RequestQueue(registry)
     queued = mine.submit(owner, "a", "/", None, caller=owner)
     [claimed] = mine.claim(owner, "a", 1)
-    other.finish(claimed.id, CallOutcome(200, "not yours"))
+    assert other.finish(claimed.id, CallOutcome(200, "not yours")) is None
     other.requeue(claimed.id)
     assert mine.get(queued.id).status == IN_PROGRESS
-    mine.finish(claimed.id, CallOutcome(200, "done"))
-    assert mine.get(queued.id).result == "done"
+    finished = mine.finish(claimed.id, CallOutcome(200, "done"))
+    assert finished == mine.get(queued.id) and (finished.status, finished.result) == (COMPLETED, "done")
 
 
 def test_a_dead_dispatchers_requests_go_back_in_line_when_its_lease_runs_out(registry_url, monkeypatch) -> None:
@@ -95,7 +95,7 @@ def test_a_dead_dispatchers_requests_go_back_in_line_when_its_lease_runs_out(reg
     assert alive.renew([lost.id]) == 0  # not its claim
     assert alive.reclaim_expired() >= 1
     assert (alive.get(lost.id).status, alive.get(kept.id).status) == (IN_QUEUE, IN_PROGRESS)
-    dead.finish(lost.id, CallOutcome(200, "too late"))  # it woke up: its claim is gone
+    assert dead.finish(lost.id, CallOutcome(200, "too late")) is None  # it woke up: its claim is gone
     assert alive.get(lost.id).status == IN_QUEUE
     [again] = alive.claim(owner, "a", 1)
     assert (again.id, again.attempts) == (lost.id, 2)
@@ -213,3 +213,26 @@ def test_concurrent_writes_go_in_one_batch_and_a_failure_reaches_each_caller() -
 
     asyncio.run(main())
 
+
+
+def test_a_dispatcher_keeps_what_it_finished_for_a_while_and_within_its_byte_budget(monkeypatch) -> None:
+    """Fetching a result the dispatcher just recorded needs no registry read: the request as
+    recorded is kept, for at most keep_s, and the oldest go first past the byte budget."""
+    from tenantserve.platform.services import queue_server
+
+    monkeypatch.setattr(queue_server, "RECENT_BYTES", 1600)
+    recent = queue_server.RecentlyFinished(keep_s=0.5)
+
+    def finished(n: int, size: int) -> request_queue.QueuedRequest:
+        return request_queue.QueuedRequest(f"r{n}", "o", "a", None, "/", None, COMPLETED, 1, 3, None, 200, "x",
+                                           stored_bytes=size)
+
+    for n in range(3):
+        recent.add(finished(n, 90))
+    recent.add(finished(9, 101))  # over a sixteenth of the budget: left to the registry
+    assert [recent.get(f"r{n}") is not None for n in (0, 1, 2, 9)] == [True, True, True, False]
+    for n in range(3, 18):
+        recent.add(finished(n, 100))
+    assert recent.get("r0") is None and recent.get("r17") is not None  # the oldest made room
+    time.sleep(0.6)
+    assert recent.get("r17") is None

@@ -20,6 +20,7 @@ import json
 import logging
 import threading
 import time
+from collections import OrderedDict
 from typing import Any, Awaitable, Callable, Optional
 
 import httpx
@@ -71,6 +72,8 @@ EXPIRY_EVERY_S = 0.5  # how often start deadlines (X-Fal-Request-Timeout) are ch
 SCAN_EVERY_S = 0.5
 HEARD_SCAN_S = 0.02  # a burst of notifications from other dispatchers makes one scan per this many seconds
 WRITE_BATCH = 64  # most writes in one transaction: a flood's batch holds back another tenant's write this long
+RECENT_S = 60.0  # how long a request this dispatcher finished is answered from its memory
+RECENT_BYTES = 64 * 1024 * 1024  # most stored bytes of results kept in that memory
 
 api = FastAPI(title="tenantserve queue")
 api.add_exception_handler(OperationalError, registry_busy)
@@ -103,6 +106,34 @@ def _error_text(request: QueuedRequest) -> Optional[str]:
     return str(request.result)
 
 
+class RecentlyFinished:
+    """The requests this dispatcher finished lately, as recorded: a finished request does
+    not change, so its status and result are read from here, not the registry, for
+    `keep_s` and up to RECENT_BYTES of results (a larger one is read from the registry)."""
+
+    def __init__(self, keep_s: float) -> None:
+        self._keep_s = keep_s
+        self._kept: OrderedDict[str, tuple[float, QueuedRequest]] = OrderedDict()
+        self._bytes = 0
+
+    def add(self, request: QueuedRequest) -> None:
+        if request.stored_bytes > RECENT_BYTES // 16:
+            return
+        self._kept[request.id] = (time.monotonic() + self._keep_s, request)
+        self._bytes += request.stored_bytes
+        now = time.monotonic()
+        while self._kept:
+            expires, oldest = next(iter(self._kept.values()))
+            if expires > now and self._bytes <= RECENT_BYTES:
+                break
+            self._kept.popitem(last=False)
+            self._bytes -= oldest.stored_bytes
+
+    def get(self, request_id: str) -> Optional[QueuedRequest]:
+        kept = self._kept.get(request_id)
+        return kept[1] if kept is not None and kept[0] > time.monotonic() else None
+
+
 def _slots(bundle: AppBundle) -> int:
     """How many of the app's requests may run at once."""
     return bundle.options.max_concurrency * bundle.options.max_multiplexing
@@ -119,6 +150,7 @@ class QueueServer:
         self.keys = KeyCache(self.registry)
         self.public_url = config["public_url"].rstrip("/") + ROUTE
         self.results_ttl_s = config.get("results_ttl_s", RESULTS_TTL_S)
+        self.recent = RecentlyFinished(keep_s=min(RECENT_S, self.results_ttl_s))
         self.running: dict[str, Any] = {}  # request id -> its DeploymentResponse
         self.claimed: set[str] = set()  # the requests this dispatcher runs: the ones whose lease it renews
         self.handles: dict[str, Any] = {}
@@ -147,12 +179,15 @@ class QueueServer:
     async def _own_request(self, owner: str, app: str, request_id: str, request: Request) -> Any:
         """The request if the caller may see it (its submitter; anyone for an anonymous
         submit to a public app), else a 404 that says nothing about other users' requests."""
-        found = await asyncio.to_thread(self.queue.get, request_id)
+        found = await self._read(request_id)
         if found is None or (found.owner, found.app) != (owner, app):
             return _error(404, f"Request {request_id} not found")
         if found.caller is not None and await self.keys.caller(request.headers.get("authorization")) != found.caller:
             return _error(404, f"Request {request_id} not found")
         return found
+
+    async def _read(self, request_id: str) -> Optional[QueuedRequest]:
+        return self.recent.get(request_id) or await asyncio.to_thread(self.queue.get, request_id)
 
     async def _status(self, found: QueuedRequest, with_logs: bool) -> dict[str, Any]:
         reported = found.reported_status
@@ -254,7 +289,7 @@ class QueueServer:
                     with contextlib.suppress(asyncio.TimeoutError):  # another dispatcher's: read it again
                         await asyncio.wait_for(changed.wait(), STATUS_POLL_S)
                     changed.clear()
-                    current = await asyncio.to_thread(self.queue.get, request_id)
+                    current = await self._read(request_id)
             finally:
                 watching = self.watchers.get(request_id, set())
                 watching.discard(changed)
@@ -415,19 +450,19 @@ class QueueServer:
                 self.waiting[key] = None
                 return
             free()  # the app is done with it: the next request takes its place while the outcome is written
-            await self._until_recorded(request.id, lambda: self.finishes((request.id, outcome)))
+            finished = await self._until_recorded(request.id, lambda: self.finishes((request.id, outcome)))
+            if finished is not None:  # else its claim was lost: it runs again
+                self.recent.add(finished)
             self._changed(request.id)
-            if request.webhook_url:  # on its own: the app's slot frees now
-                finished = await asyncio.to_thread(self.queue.get, request.id)
-                if finished is not None:
-                    asyncio.get_running_loop().create_task(self._deliver_webhook(finished))
+            if finished is not None and finished.webhook_url:  # on its own: the app's slot frees now
+                asyncio.get_running_loop().create_task(self._deliver_webhook(finished))
         except Exception:
             logger.exception("request %s: recording its outcome or starting its webhook failed", request.id)
         finally:
             self.claimed.discard(request.id)
             free()
 
-    async def _until_recorded(self, request_id: str, write: Callable[[], Awaitable[Any]]) -> None:
+    async def _until_recorded(self, request_id: str, write: Callable[[], Awaitable[Any]]) -> Any:
         """Write a request's outcome, trying again while the registry refuses (locked,
         unreachable): a finished request never stays IN_PROGRESS behind a busy database,
         which would run it a second time after the next restart. Other errors are not
@@ -435,8 +470,7 @@ class QueueServer:
         delay = RECORD_RETRY_S[0]
         while True:
             try:
-                await write()
-                return
+                return await write()
             except OperationalError as error:
                 logger.warning("request %s: recording its outcome failed (%s); retrying in %gs",
                                request_id, error, delay)

@@ -83,6 +83,7 @@ _NOT_STARTED = (requests_table.c.status == IN_QUEUE) | (
 # The statements of every request's path, made once: building one costs about as much as
 # running it on SQLite, and a statement object keeps its compiled form's cache key.
 _BY_ID = select(requests_table).where(requests_table.c.id == bindparam("request_id"))
+_BY_IDS = select(requests_table).where(requests_table.c.id.in_(bindparam("request_ids", expanding=True)))
 _OF_APP = (requests_table.c.owner == bindparam("owner")) & (requests_table.c.app == bindparam("app"))
 _COUNTS = {
     (queued_only, before): select(func.count()).select_from(requests_table).where(
@@ -120,6 +121,7 @@ class QueuedRequest:
     dispatcher: Optional[str] = None
     lease_until: Optional[float] = None
     cancel_requested: bool = False
+    stored_bytes: int = field(default=0, compare=False)  # of its result and logs, as stored
 
     @property
     def reported_status(self) -> str:
@@ -129,6 +131,7 @@ class QueuedRequest:
     @classmethod
     def from_row(cls, row: Any) -> "QueuedRequest":
         values = dict(row._mapping)
+        values["stored_bytes"] = len(values["result"] or "") + len(values["logs"])
         values["payload"] = json.loads(values["payload"])
         values["result"] = json.loads(values["result"]) if values["result"] is not None else None
         values["logs"] = json.loads(values["logs"])
@@ -314,16 +317,17 @@ class RequestQueue:
         return (requests_table.c.id == request_id) & (requests_table.c.status == IN_PROGRESS) \
             & (requests_table.c.dispatcher == self.dispatcher)
 
-    def finish(self, request_id: str, outcome: CallOutcome) -> None:
-        self.finish_many([(request_id, outcome)])
+    def finish(self, request_id: str, outcome: CallOutcome) -> Optional[QueuedRequest]:
+        [finished] = self.finish_many([(request_id, outcome)])
+        return finished
 
-    def finish_many(self, outcomes: Sequence[tuple[str, CallOutcome]]) -> None:
-        """Record outcomes, in one transaction; a claim this dispatcher lost (its lease ran
-        out and the request went back in line) records nothing. An outcome that JSON cannot
-        carry back (NaN, Infinity) is stored as the 500 it would give a sync caller, so that
-        every fetch of it answers."""
+    def finish_many(self, outcomes: Sequence[tuple[str, CallOutcome]]) -> list[Optional[QueuedRequest]]:
+        """Record outcomes, in one transaction; each request as recorded, or None where this
+        dispatcher had lost its claim (its lease ran out and the request went back in line:
+        nothing is recorded). An outcome that JSON cannot carry back (NaN, Infinity) is
+        stored as the 500 it would give a sync caller, so that every fetch of it answers."""
         if not outcomes:
-            return
+            return []
         now, rows = time.time(), []
         for request_id, outcome in outcomes:
             status_code, result = outcome.status_code, outcome.body
@@ -337,6 +341,13 @@ class RequestQueue:
                          "finished_logs": json.dumps(outcome.logs, default=str), "finished_at": now})
         with self.engine.begin() as conn:
             conn.execute(self._finish, rows)
+            stored = {row.id: row for row in conn.execute(_BY_IDS, {"request_ids": [r for r, _ in outcomes]})}
+        recorded = []
+        for request_id, _ in outcomes:
+            row = stored.get(request_id)
+            mine = row is not None and (row.status, row.dispatcher, row.finished_at) == (COMPLETED, self.dispatcher, now)
+            recorded.append(QueuedRequest.from_row(row) if mine else None)
+        return recorded
 
     def expire_unstarted(self) -> list[str]:
         """Finish, with 504, the queued requests whose start deadline (fal's
