@@ -119,6 +119,9 @@ class RecentlyFinished:
     def add(self, request: QueuedRequest) -> None:
         if request.stored_bytes > RECENT_BYTES // 16:
             return
+        earlier = self._kept.pop(request.id, None)
+        if earlier is not None:
+            self._bytes -= earlier[1].stored_bytes
         self._kept[request.id] = (time.monotonic() + self._keep_s, request)
         self._bytes += request.stored_bytes
         now = time.monotonic()
