@@ -8,8 +8,8 @@ import threading
 import time
 import uuid
 
+from tenantserve.platform.core.batching import WriteBatch
 from tenantserve.platform.core.outcomes import CallOutcome
-from tenantserve.platform.services.batching import WriteBatch
 from tenantserve.platform.store import request_queue
 from tenantserve.platform.store.registry import Registry
 from tenantserve.platform.store.request_queue import COMPLETED, IN_PROGRESS, IN_QUEUE, RequestQueue, Submission

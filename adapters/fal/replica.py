@@ -32,12 +32,12 @@ from ray import serve
 
 import tenantserve_runner
 from tenantserve.platform.cluster import environments, images
+from tenantserve.platform.core.batching import WriteBatch
 from tenantserve.platform.core.bodies import MAX_CALL_BYTES, BodyLimit
 from tenantserve.platform.core.outcomes import CallOutcome
 from tenantserve.platform.runtime.auth import AuthMiddleware, is_platform_health
 from tenantserve.platform.runtime.metrics import AppMetrics
 from tenantserve.platform.runtime.storage import AppStorage, FileStore
-from tenantserve.platform.services.batching import WriteBatch
 from tenantserve.platform.store.registry import Registry
 from tenantserve.platform.store.request_queue import RequestQueue
 from tenantserve.platform.store.secret_box import replica_environment

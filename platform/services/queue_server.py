@@ -34,12 +34,12 @@ from sqlalchemy.exc import OperationalError
 
 from tenantserve.adapters.fal.bundle import AppBundle
 from tenantserve.platform.cluster import ray_private
+from tenantserve.platform.core.batching import WriteBatch
 from tenantserve.platform.core.bodies import MAX_QUEUE_BYTES, BodyError, declared_length, parse_json, read_limited
 from tenantserve.platform.core.naming import QUEUE_APP, QUEUE_DEPLOYMENT, serve_app_name
 from tenantserve.platform.core.outcomes import Admission, CallOutcome
 from tenantserve.platform.runtime.auth import KeyCache, refusal
 from tenantserve.platform.runtime.busy import registry_busy
-from tenantserve.platform.services.batching import WriteBatch
 from tenantserve.platform.store.registry import Registry
 from tenantserve.platform.store.request_queue import (
     CANCELLED,
