@@ -4,6 +4,7 @@ cluster, no sandbox), called as the replica calls it."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import httpx
 import pytest
@@ -135,3 +136,30 @@ def test_an_answer_says_how_many_lines_its_request_printed_and_the_lines_carry_i
     assert [(line["r"], line["m"]) for line in lines if line["r"]] == [("r3", "line 0"), ("r3", "line 1"),
                                                                       ("r3", "line 2")]
     assert not TaggedLines.written  # forgotten once answered
+
+
+def test_the_replica_keeps_a_queued_requests_lines_as_they_arrive_and_waits_no_longer_than_its_bound():
+    """The answer can be on the runner's socket before its last lines are read from the pipe."""
+    from tenantserve.adapters.fal.replica import OUTPUT_WAIT_S, RequestOutput
+
+    async def late_lines() -> tuple[RequestOutput, float]:
+        output = RequestOutput()
+        output.add({"message": "first"})
+        loop = asyncio.get_running_loop()
+        loop.call_later(0.05, output.add, None)
+        loop.call_later(0.06, output.add, {"message": "last"})
+        started = time.monotonic()
+        await output.complete(3)
+        return output, time.monotonic() - started
+
+    output, waited = asyncio.run(late_lines())
+    assert output.lines == 3 and [entry["message"] for entry in output.entries] == ["first", "last"]
+    assert waited < OUTPUT_WAIT_S
+
+    async def missing_line() -> float:
+        output = RequestOutput()
+        started = time.monotonic()
+        await output.complete(1)  # a line the runner counted but the pipe never gave
+        return time.monotonic() - started
+
+    assert OUTPUT_WAIT_S <= asyncio.run(missing_line()) < OUTPUT_WAIT_S + 2

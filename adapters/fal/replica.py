@@ -11,6 +11,7 @@ stops the replica.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import logging
@@ -20,7 +21,6 @@ import re
 import shutil
 import sys
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import partial
@@ -82,13 +82,26 @@ class RequestOutput:
 
     entries: list[dict[str, Any]] = field(default_factory=list)
     lines: int = 0  # every line read for it, blank ones too
+    _wanted: Optional[int] = None
+    _read_all: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def add(self, entry: Optional[dict[str, Any]]) -> None:
+        """One line read for the request (None: a blank one, counted, not kept)."""
+        self.lines += 1
+        if entry is not None:
+            self.entries.append(entry)
+        if self._wanted is not None and self.lines >= self._wanted:
+            self._read_all.set()
 
     async def complete(self, written: int) -> None:
         """Until the `written` lines the runner reported with the answer are read (they were
-        in its pipe before the answer was on its socket): at once, nearly always."""
-        deadline = time.monotonic() + OUTPUT_WAIT_S
-        while self.lines < written and time.monotonic() < deadline:
-            await asyncio.sleep(0.001)
+        in its pipe before the answer was on its socket): at once, nearly always; at most
+        OUTPUT_WAIT_S."""
+        if self.lines >= written:
+            return
+        self._wanted = written
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._read_all.wait(), OUTPUT_WAIT_S)
 
 
 def user_traceback(output: str, filename: str) -> str:
@@ -324,16 +337,14 @@ class FalAppReplica:
         text = traceback or message
         output = self._request_logs.get(request or "")
         if output is not None:
-            output.lines += 1
-            if text.strip():
-                output.entries.append(_log_entry(text, level))
+            output.add(_log_entry(text, level) if text.strip() else None)
         logger.handle(logger.makeRecord(
             logger.name, logging.ERROR if traceback else logging.INFO, __file__, 0, text, None, None,
             extra={"request_id": request} if request else None))
         if request is None:
             _flush_serve_logs()  # output outside requests (setup(), threads) is rare: write it now
 
-    @contextmanager
+    @contextlib.contextmanager
     def _logs_of(self, request_id: str) -> Iterator[RequestOutput]:
         output = RequestOutput()
         self._request_logs[request_id] = output
