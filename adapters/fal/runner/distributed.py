@@ -6,12 +6,19 @@ app's worker class with cloudpickle; the app's module exists only in the runner 
 run from the deployed text), so it must travel by value. fal starts each worker with the
 NCCL backend on `cuda:<rank>`; where CUDA is not available (a CPU node, a test) the
 workers use gloo on the CPU, so that the same app runs, more slowly, anywhere.
+
+fal runs one app per machine, so every DistributedRunner's rendezvous is on port 29500;
+here the runners of a node share its network, and the second distributed app (or replica)
+on a node would find that port taken: a runner that names no port gets a free one.
 """
 
 from __future__ import annotations
 
 import datetime
+import functools
+import inspect
 import os
+import socket
 import sys
 import types
 from typing import Any, Callable, Optional, Union
@@ -27,8 +34,30 @@ def prepare(app_module: types.ModuleType) -> None:
     from fal.distributed import utils
 
     cloudpickle.register_pickle_by_value(app_module)
+    free_master_ports()
     if not torch.cuda.is_available():
         utils.wrap_distributed_worker = cpu_worker  # what fal's launcher spawns, looked up when it spawns
+
+
+def free_master_ports() -> None:
+    """DistributedRunners that name no `master_port` get a free port of their `master_addr`."""
+    from fal.distributed import DistributedRunner
+
+    init = DistributedRunner.__init__
+    if getattr(init, "__wrapped__", None) is not None:
+        return
+    signature = inspect.signature(init)
+
+    @functools.wraps(init)
+    def init_on_a_free_port(self: DistributedRunner, *args: Any, **kwargs: Any) -> None:
+        named = signature.bind(self, *args, **kwargs).arguments
+        if "master_port" not in named:
+            with socket.socket() as probe:
+                probe.bind((named.get("master_addr", "127.0.0.1"), 0))
+                kwargs["master_port"] = probe.getsockname()[1]
+        init(self, *args, **kwargs)
+
+    DistributedRunner.__init__ = init_on_a_free_port  # type: ignore[method-assign]
 
 
 def cpu_worker(rank: int, func: Callable[..., Any], world_size: int, master_addr: str, master_port: int,
