@@ -17,6 +17,7 @@ from tenantserve.adapters.fal.loader import AppLoadError, read_source
 from tenantserve.adapters.fal.options import ImageOptions, OptionsError, read_options
 from tenantserve.adapters.fal.upload import collect, read_sandboxed
 from tenantserve.platform.cluster.images import ImageBuildError, _python_platform, ensure, registries_conf
+from tenantserve_runner import ENVIRONMENT_FD_VAR
 
 from helpers import APPS
 
@@ -139,6 +140,21 @@ def test_a_runner_in_an_image_sees_the_images_system_not_the_nodes(tmp_path) -> 
         assert "--reuid=200007" in command and "--setenv" not in argv
         assert command[command.index(f"{sandbox.HOST_TOOLS}/env"):] == [
             f"{sandbox.HOST_TOOLS}/env", "-i", "SECRET=a b=c", "/usr/bin/python3", "-m", "tenantserve_runner"]
+        # A runner's environment (its owner's secrets) is on no command line: the runner reads it
+        # from a descriptor after the switch, and starts again with it.
+        runner = sandbox.command(["/usr/bin/python3", "-m", "tenantserve_runner"], mounts,
+                                 {"SECRET": "a b=c", "PYTHONPATH": "/tenantserve/site"}, uid=200007, private=True)
+        try:
+            assert "a b=c" not in " ".join(runner)
+            options_fd, env_fd = sandbox.bound_fds(runner)
+            assert "a b=c" not in os.pread(options_fd, 1 << 20, 0).decode()
+            assert os.pread(env_fd, 1 << 20, 0) == b"SECRET=a b=c\0PYTHONPATH=/tenantserve/site\0"
+            assert runner[runner.index(f"{sandbox.HOST_TOOLS}/env"):] == [
+                f"{sandbox.HOST_TOOLS}/env", "-i", "PYTHONPATH=/tenantserve/site", f"{ENVIRONMENT_FD_VAR}={env_fd}",
+                "/usr/bin/python3", "-m", "tenantserve_runner"]
+        finally:
+            for fd in sandbox.bound_fds(runner):
+                os.close(fd)
 
 
 def test_a_dockerfile_read_from_a_file_travels_with_the_deploy() -> None:

@@ -163,3 +163,18 @@ def test_the_replica_keeps_a_queued_requests_lines_as_they_arrive_and_waits_no_l
         return time.monotonic() - started
 
     assert OUTPUT_WAIT_S <= asyncio.run(missing_line()) < OUTPUT_WAIT_S + 2
+
+
+def test_distributed_runners_that_name_no_port_each_get_a_free_one(monkeypatch):
+    """fal's default rendezvous port (29500) is one per machine; a node here runs many runners."""
+    from fal.distributed import DistributedRunner, DistributedWorker
+
+    from tenantserve_runner.distributed import free_master_ports
+
+    monkeypatch.setattr(DistributedRunner, "__init__", DistributedRunner.__init__)  # undone after the test
+    free_master_ports()
+    free_master_ports()  # once is enough: a second call wraps nothing again
+    first, second = (DistributedRunner(worker_cls=DistributedWorker, world_size=2) for _ in range(2))
+    assert 29500 not in (first.master_port, second.master_port) and first.master_port != second.master_port
+    assert DistributedRunner(DistributedWorker, 2, "127.0.0.1", 31234).master_port == 31234
+    assert DistributedRunner(worker_cls=DistributedWorker, master_port=31235).master_port == 31235

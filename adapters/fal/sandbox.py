@@ -17,9 +17,10 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Optional, Sequence
+from typing import Callable, Mapping, Optional, Sequence
 
 from tenantserve.platform.core import settings
+from tenantserve_runner import ENVIRONMENT_FD_VAR
 
 CHILD_PID_WAIT_S = 60.0  # bubblewrap reports its child at once; one silent this long is stuck
 INSTALL_HINT = "install bubblewrap on every node (Debian/Ubuntu: `apt-get install bubblewrap`)"
@@ -157,21 +158,24 @@ def open_data_folder(data: Path, path: str, uid: Optional[int]) -> int:
         raise
 
 
+class Command(list[str]):
+    """A sandbox's command line and the descriptors it reads (its arguments, data mounts, a
+    container runner's environment): its launcher passes them on, then closes them."""
+
+    def __init__(self, argv: Sequence[str], fds: Sequence[int] = ()) -> None:
+        super().__init__(argv)
+        self.fds = list(fds)
+
+
 def bound_fds(argv: Sequence[str]) -> list[int]:
-    """The descriptors a sandbox command reads (`--args`, `--bind-fd`): its launcher passes
-    them on, then closes them."""
-    fds, options = [], list(argv[:argv.index("--")] if "--" in argv else argv)
-    if "--args" in options:
-        fd = int(options[options.index("--args") + 1])
-        fds.append(fd)
-        options += os.pread(fd, os.fstat(fd).st_size, 0).decode().split("\0")
-    return fds + [int(options[i + 1]) for i, arg in enumerate(options[:-1]) if arg == "--bind-fd"]
+    """The descriptors a command from `command()` reads (none for any other)."""
+    return list(getattr(argv, "fds", ()))
 
 
-def _in_memory(args: Sequence[str]) -> int:
-    """A descriptor of bubblewrap's arguments (`--args`), off every command line on the node."""
-    fd = os.memfd_create("tenantserve-sandbox-args", 0)
-    os.write(fd, "".join(f"{arg}\0" for arg in args).encode())
+def _in_memory(entries: Sequence[str], name: str) -> int:
+    """A descriptor holding `entries`, each ended by a NUL, off every command line on the node."""
+    fd = os.memfd_create(name, 0)
+    os.write(fd, "".join(f"{entry}\0" for entry in entries).encode())
     os.lseek(fd, 0, os.SEEK_SET)
     return fd
 
@@ -266,6 +270,12 @@ def _switch_in_image(uid: int, env: Mapping[str, str], argv: Sequence[str]) -> l
             "--no-new-privs", "--", *loader, f"{HOST_TOOLS}/env", "-i", *[f"{k}={v}" for k, v in env.items()], *argv]
 
 
+def _runner_boot_env(env: Mapping[str, str], fd: int) -> dict[str, str]:
+    """What a container app's runner starts with: enough to find its own module, and the
+    descriptor of its whole environment, which it starts again with (`tenantserve_runner`)."""
+    return {**({"PYTHONPATH": env["PYTHONPATH"]} if "PYTHONPATH" in env else {}), ENVIRONMENT_FD_VAR: str(fd)}
+
+
 @functools.lru_cache(maxsize=1)
 def driver_libraries() -> tuple[str, ...]:
     """The node's NVIDIA user-space driver libraries (what the NVIDIA container toolkit
@@ -317,17 +327,17 @@ def _gpu_binds(gpus: Sequence[int]) -> list[str]:
 
 def command(argv: Sequence[str], mounts: Mounts, env: Mapping[str, str], info_fd: Optional[int] = None,
             uid: Optional[int] = None, switches_user: bool = False, network: bool = True,
-            private: bool = False) -> list[str]:
+            private: bool = False) -> Command:
     """`argv` inside the sandbox, with exactly `env` as its environment, as OS user `uid`
     (None: the caller's); bubblewrap writes the sandboxed process's pid as JSON to `info_fd`.
     `network=False`: no network at all (reading an app's options needs none).
     `switches_user`: the process becomes its owner's user itself, later (a spare runner),
     keeping only the two capabilities that takes until then. `private`: bubblewrap reads its
     options, the environment (secrets) among them, from a descriptor (`bound_fds`), not from
-    its command line, which every user of the node can read (a container app's environment
-    is on its command, after the switch of users, and stays visible there)."""
+    its command line, which every user of the node can read; a container app's runner, whose
+    environment is set only after the switch of users, reads it from another."""
     if unsandboxed():
-        return ["env", "-i", *[f"{k}={v}" for k, v in env.items()], *argv]
+        return Command(["env", "-i", *[f"{k}={v}" for k, v in env.items()], *argv])
     check()
     switching = os.geteuid() == 0 and uid is not None
     args = [str(bwrap()), "--die-with-parent", "--new-session", "--unshare-pid", "--unshare-ipc",
@@ -339,16 +349,17 @@ def command(argv: Sequence[str], mounts: Mounts, env: Mapping[str, str], info_fd
              *(_image_binds(mounts.image) + _driver_binds(mounts.gpus) if mounts.image else _system_binds())]
     prefixes = [] if mounts.image else _interpreter_prefixes()
     data = ["--bind", str(mounts.data), "/data"]
+    data_fds: Optional[list[int]] = None
     if mounts.data_paths is not None:  # fal's data_mounts: those folders only, each bound from a safe descriptor
-        fds: list[int] = []
+        data_fds = []
         try:
             for path in mounts.data_paths:
-                fds.append(open_data_folder(mounts.data, path, uid))
+                data_fds.append(open_data_folder(mounts.data, path, uid))
         except BaseException:
-            for fd in fds:
+            for fd in data_fds:
                 os.close(fd)
             raise
-        data = [arg for fd, path in zip(fds, mounts.data_paths) for arg in ("--bind-fd", str(fd), path)]
+        data = [arg for fd, path in zip(data_fds, mounts.data_paths) for arg in ("--bind-fd", str(fd), path)]
     args += _parent_folders([*prefixes, *([str(mounts.environment)] if mounts.environment else []),
                              mounts.app_path, *mounts.data_folders, SOCKETS])
     for prefix in prefixes:
@@ -361,8 +372,12 @@ def command(argv: Sequence[str], mounts: Mounts, env: Mapping[str, str], info_fd
              *_gpu_binds(mounts.gpus),
              *(_switch_tool_binds() if switching and mounts.image is not None else []),
              "--remount-ro", "/", "--chdir", "/tmp", "--clearenv", "--as-pid-1"]
-    if switching and mounts.image is not None:
-        argv = _switch_in_image(uid, env, argv)  # the environment goes on only once the user is switched
+    fds = list(data_fds or [])
+    if switching and mounts.image is not None:  # the environment goes on only once the user is switched
+        if private:  # a runner: off the command line of `env`, and of bubblewrap's for as long as it runs
+            fds.append(_in_memory([f"{k}={v}" for k, v in env.items()], "tenantserve-runner-env"))
+            env = _runner_boot_env(env, fds[-1])
+        argv = _switch_in_image(uid, env, argv)
     else:
         for key, value in env.items():
             args += ["--setenv", key, value]
@@ -376,8 +391,31 @@ def command(argv: Sequence[str], mounts: Mounts, env: Mapping[str, str], info_fd
     if info_fd is not None:
         args += ["--info-fd", str(info_fd)]
     if private:  # bubblewrap takes only options from a descriptor: the command stays on its command line
-        return [args[0], "--args", str(_in_memory(args[1:])), "--", *argv]
-    return [*args, "--", *argv]
+        fds.insert(0, _in_memory(args[1:], "tenantserve-sandbox-args"))
+        return Command([args[0], "--args", str(fds[0]), "--", *argv], fds)
+    return Command([*args, "--", *argv], fds)
+
+
+def spawn(argv_for: Callable[[Optional[int]], Sequence[str]], sandboxed: bool) -> tuple[subprocess.Popen, Optional[int]]:
+    """Start a runner's command, made by `argv_for` given the descriptor bubblewrap reports the
+    runner's own pid on (None: no sandbox): its output one pipe, its stdin a pipe its parent
+    keeps open (the runner exits when it closes, so a parent that dies, SIGKILL included, takes
+    its runner with it). Returns the process and that descriptor's read end, for `child_pid`."""
+    info_read, info_write = os.pipe() if sandboxed else (None, None)
+    bound: list[int] = []
+    try:
+        argv = argv_for(info_write)
+        bound = bound_fds(argv)
+        process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                   pass_fds=(*([info_write] if info_write is not None else []), *bound))
+    except BaseException:
+        if info_read is not None:
+            os.close(info_read)
+        raise
+    finally:
+        for fd in [*([info_write] if info_write is not None else []), *bound]:
+            os.close(fd)
+    return process, info_read
 
 
 def child_pid(info_fd: int, fallback: int, timeout: float = CHILD_PID_WAIT_S) -> int:

@@ -167,22 +167,18 @@ def start() -> None:
     for path in (mounts.app, mounts.scratch, mounts.data, mounts.sockets):
         path.mkdir(parents=True)
     sandboxed = not sandbox.unsandboxed()
-    info_read, info_write = os.pipe() if sandboxed else (None, None)
     try:
         if sandboxed:
             _mount(mounts.data, mounts.data, _MS_BIND)
             _mount(None, mounts.data, _MS_SHARED)
-        argv = sandbox.command([sys.executable, "-m", RUNNER_MODULE, "--spare"], mounts,
-                               sandbox.base_env(sys.executable, mounts.seen()), info_write, switches_user=True)
-        process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                   pass_fds=(info_write,) if info_write is not None else ())
+        process, info_read = sandbox.spawn(
+            lambda info_fd: sandbox.command([sys.executable, "-m", RUNNER_MODULE, "--spare"], mounts,
+                                            sandbox.base_env(sys.executable, mounts.seen()), info_fd,
+                                            switches_user=True), sandboxed)
     except OSError as error:
         logger.info("no spare runner in this worker: %s", error)
         remove_folder(folder)
         return
-    finally:
-        if info_write is not None:
-            os.close(info_write)
     pid = sandbox.child_pid(info_read, process.pid) if info_read is not None else process.pid
     with _lock:
         _spare = Spare(folder, mounts, process, pid)

@@ -248,18 +248,7 @@ class Runner:
     async def _spawn_process(self) -> tuple[subprocess.Popen, int]:
         """Start the runner's process (in the event loop's thread, which lives as long as the
         replica: bubblewrap's parent-death signal follows the thread that started it)."""
-        info_read, info_write = os.pipe() if self._launch.sandboxed else (None, None)
-        bound: list[int] = []
-        try:
-            argv = self._launch.argv(info_write)
-            bound = sandbox.bound_fds(argv)
-            # stdin stays open and unwritten: the runner exits when it closes, so a replica
-            # that dies (SIGKILL included) takes its runner with it.
-            popen = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     pass_fds=(*([info_write] if info_write is not None else []), *bound))
-        finally:
-            for fd in [*([info_write] if info_write is not None else []), *bound]:
-                os.close(fd)
+        popen, info_read = sandbox.spawn(self._launch.argv, self._launch.sandboxed)
         if info_read is None:
             return popen, popen.pid
         return popen, await asyncio.to_thread(sandbox.child_pid, info_read, popen.pid)

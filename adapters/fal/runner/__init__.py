@@ -5,3 +5,7 @@ standard library and what fal brings (uvicorn, FastAPI), never `tenantserve`. Th
 that starts it (`adapters/fal/supervisor.py`) talks to it over two unix sockets: the
 app's HTTP routes on one, the platform's file store (the `control` protocol) on the other.
 """
+
+# A container app's runner is started with only this (and what finds this package): the
+# descriptor of its whole environment, which it reads and starts again with (`__main__`).
+ENVIRONMENT_FD_VAR = "TENANTSERVE_ENVIRONMENT_FD"

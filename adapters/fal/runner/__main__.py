@@ -23,6 +23,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from . import ENVIRONMENT_FD_VAR
+
 
 def _import_fal() -> None:
     """Import fal's SDK without IPython: fal asks at import time whether it runs in Google
@@ -107,7 +109,22 @@ def _quiet(server_class: type) -> type:
     return QuietServer
 
 
+def _start_again_with_its_environment() -> None:
+    """A container app's runner gets its environment (its owner's secrets among it) on a
+    descriptor, not on a command line the node's users can read; it starts again with it,
+    so that the interpreter and its loader see all of it from the start, as a process
+    started with it would."""
+    fd = os.environ.get(ENVIRONMENT_FD_VAR)
+    if fd is None:
+        return
+    with os.fdopen(int(fd), "rb") as source:
+        entries = source.read().decode().split("\0")
+    env = dict(entry.split("=", 1) for entry in entries if entry)
+    os.execve(sys.executable, [sys.executable, "-m", __package__ or "tenantserve_runner", *sys.argv[1:]], env)
+
+
 def main() -> None:
+    _start_again_with_its_environment()
     # Its threads' stacks into its output when the replica asks (a start that hangs).
     faulthandler.register(signal.SIGUSR1, file=sys.__stderr__, all_threads=True)
     _import_fal()
