@@ -117,7 +117,8 @@ USER = _setting("TENANTSERVE_USER", None, str, "CLI (operators)",
 # Set by a replica for its runner (and read inside the sandbox, where this package is not);
 # the last two carry the operator's settings of the same names into the runner.
 RUNNER_VARIABLES = ("TENANTSERVE_FILES_URL", "TENANTSERVE_CONTROL_SOCKET", "TENANTSERVE_NODE_ID",
-                    "TENANTSERVE_REPLICA_ID", "TENANTSERVE_MODEL_CACHE", "TENANTSERVE_DOWNLOAD_HOSTS")
+                    "TENANTSERVE_REPLICA_ID", "TENANTSERVE_MODEL_CACHE", "TENANTSERVE_DOWNLOAD_HOSTS",
+                    "TENANTSERVE_ENVIRONMENT_FD")
 
 
 def state_dir() -> Path:
