@@ -22,6 +22,8 @@ from typing import Any, Callable, Optional, Sequence
 
 import aiohttp
 
+from tenantserve_runner import STACKS_SIGNAL
+
 from . import sandbox
 
 logger = logging.getLogger("ray.serve")
@@ -224,7 +226,7 @@ class Runner:
     def hang_report(self) -> str:
         """What a runner that is not ready yet is doing, as the node sees it: its state, its
         user (the owner's once a spare has been claimed), its socket; its Python threads'
-        stacks follow in its output (the runner dumps them on SIGUSR1)."""
+        stacks follow in its output (the runner dumps them on STACKS_SIGNAL)."""
         pid = self._pid
         try:
             status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
@@ -240,8 +242,8 @@ class Runner:
                              f"in a folder that is {'the' if place[1] else 'NOT the'} replica's")
         except OSError as error:
             facts.append(f"its socket folder: {error}")
-        if int(status.get("SigCgt", "0").strip(), 16) & (1 << (signal.SIGUSR1 - 1)):
-            self.signal(signal.SIGUSR1)
+        if int(status.get("SigCgt", "0").strip(), 16) & (1 << (STACKS_SIGNAL - 1)):  # else it would end the runner
+            self.signal(STACKS_SIGNAL)
             facts.append("its threads' stacks follow")
         return "; ".join(facts)
 

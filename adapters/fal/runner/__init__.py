@@ -6,6 +6,12 @@ that starts it (`adapters/fal/supervisor.py`) talks to it over two unix sockets:
 app's HTTP routes on one, the platform's file store (the `control` protocol) on the other.
 """
 
+import signal
+
+# The signal a runner dumps its threads' stacks on (a start that hangs): one of the last
+# real-time signals, which apps leave alone, where SIGUSR1 is one an app may handle itself.
+STACKS_SIGNAL = int(signal.SIGRTMAX) - 2
+
 # A container app's runner is started with only this (and what finds this package): the
 # descriptor of its whole environment, which it reads and starts again with (`__main__`).
 ENVIRONMENT_FD_VAR = "TENANTSERVE_ENVIRONMENT_FD"

@@ -17,13 +17,12 @@ import asyncio
 import faulthandler
 import json
 import os
-import signal
 import sys
 import threading
 from pathlib import Path
 from typing import Any
 
-from . import ENVIRONMENT_FD_VAR
+from . import ENVIRONMENT_FD_VAR, STACKS_SIGNAL
 
 
 def _import_fal() -> None:
@@ -126,7 +125,7 @@ def _start_again_with_its_environment() -> None:
 def main() -> None:
     _start_again_with_its_environment()
     # Its threads' stacks into its output when the replica asks (a start that hangs).
-    faulthandler.register(signal.SIGUSR1, file=sys.__stderr__, all_threads=True)
+    faulthandler.register(STACKS_SIGNAL, file=sys.__stderr__, all_threads=True)
     _import_fal()
     _prime_package_list()
     import uvicorn
