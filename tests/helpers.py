@@ -50,6 +50,28 @@ def replica_pids(app_name: str) -> list[int]:
     return [a.pid for a in actors if (a.name or "").startswith(f"SERVE_REPLICA::{app_name}#")]
 
 
+def runner_pids(app_name: str) -> list[int]:
+    """The app's runners: the interpreters, inside their sandboxes, that its replicas started."""
+    replicas = set(replica_pids(app_name))
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"tenantserve_runner" not in b" ".join(argv) or argv[0].endswith(b"bwrap"):
+            continue
+        ancestor = int(pid)
+        while ancestor > 1 and ancestor not in replicas:
+            try:
+                ancestor = int(Path(f"/proc/{ancestor}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                break
+        if ancestor in replicas:
+            found.append(int(pid))
+    return found
+
+
 PLATFORM = str(Path(sys.executable).parent / "platform")
 
 

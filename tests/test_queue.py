@@ -11,7 +11,7 @@ from typing import Callable, Iterator
 
 import pytest
 
-from helpers import APPS, deployed, free_port, replica_pids
+from helpers import APPS, deployed, free_port, replica_pids, runner_pids
 
 
 def _auth(keys: dict, user: str) -> dict:
@@ -231,6 +231,23 @@ def test_request_survives_its_replica_being_killed(http, keys, worker) -> None:
     failed = _until(lambda: _status(http, keys, once), lambda s: s["status"] == "COMPLETED", timeout=60)
     assert "replica died" in failed["error"]
     assert http.get(once["response_url"], headers=_auth(keys, "rita")).status_code == 500
+
+
+def test_request_survives_its_runner_dying_under_it(http, keys, worker) -> None:
+    """The app's runner (killed, out of memory, crashed) dies mid-request: the replica starts it
+    again and the queue runs the request again, where a sync caller would get a 503."""
+    pid = http.post("/rita/worker/", json={"label": "pid"}, headers=_auth(keys, "rita")).json()["pid"]
+    submitted = _submit(http, keys, worker, {"label": "outlived its runner", "seconds": 3})
+    _until(lambda: _status(http, keys, submitted), lambda s: s["status"] == "IN_PROGRESS")
+    time.sleep(0.5)
+    runners = runner_pids("rita.worker")
+    assert runners
+    for runner in runners:
+        os.kill(runner, signal.SIGKILL)
+    status = _until(lambda: _status(http, keys, submitted), lambda s: s["status"] == "COMPLETED", timeout=90)
+    assert status["status"] == "COMPLETED" and "error" not in status, status
+    answer = http.get(submitted["response_url"], headers=_auth(keys, "rita")).json()
+    assert answer["label"] == "outlived its runner" and answer["pid"] != pid
 
 
 def test_one_tenants_flood_does_not_starve_another(cli, http, keys, worker) -> None:

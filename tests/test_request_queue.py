@@ -4,6 +4,7 @@ leases, and two dispatchers sharing one queue."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 import time
 import uuid
@@ -35,7 +36,7 @@ def test_a_batch_of_submissions_keeps_order_and_reports_each_place(registry_url)
 
     claimed = queue.claim(owner, "a", 2)
     assert [r.payload for r in claimed] == [{"n": 0}, {"n": 1}]
-    assert all(r.status == IN_PROGRESS and r.attempts == 1 and r.dispatcher == queue.dispatcher for r in claimed)
+    assert all(r.status == IN_PROGRESS and r.attempts == 0 and r.dispatcher == queue.dispatcher for r in claimed)
     assert queue.get(first.id).status == IN_PROGRESS
     assert queue.position(placed[1][0]) == 2  # the two claimed ahead have not reached a replica
     queue.mark_started(first.id)
@@ -52,7 +53,7 @@ def test_a_batch_of_submissions_keeps_order_and_reports_each_place(registry_url)
 def test_a_submission_with_a_free_slot_goes_in_claimed_unless_others_wait(registry_url) -> None:
     queue, owner = RequestQueue(Registry(registry_url)), _owner()
     [(direct, place)] = queue.submit_many([Submission(owner, "a", "/", 0, owner, claim=True)])
-    assert (direct.status, direct.dispatcher, direct.attempts, place) == (IN_PROGRESS, queue.dispatcher, 1, 0)
+    assert (direct.status, direct.dispatcher, direct.attempts, place) == (IN_PROGRESS, queue.dispatcher, 0, 0)
     assert queue.claim(owner, "a", 5) == []  # nothing left in line
     placed = queue.submit_many([Submission(owner, "a", "/", n, owner, claim=n == 1) for n in (1, 2)]
                                + [Submission(owner, "a", "/", 3, owner, claim=True)])
@@ -66,9 +67,10 @@ def test_a_requeued_request_keeps_its_place_and_a_cancelled_one_never_runs(regis
     first, second, third = (queue.submit(owner, "a", "/", n, caller=owner) for n in range(3))
     [running] = queue.claim(owner, "a", 1)
     assert queue.cancel_queued(second.id) and not queue.cancel_queued(running.id)
-    queue.requeue(running.id)  # its replica died
+    assert queue.mark_started(running.id)
+    assert not queue.requeue(running.id)  # its replica died: back in line, not ended
     assert [r.id for r in queue.claim(owner, "a", 5)] == [first.id, third.id]
-    assert queue.get(first.id).attempts == 2
+    assert queue.get(first.id).attempts == 1  # the run its replica began; claims count none
 
 
 def test_only_the_dispatcher_holding_a_claim_can_finish_or_requeue_it(registry_url) -> None:
@@ -93,12 +95,14 @@ def test_a_dead_dispatchers_requests_go_back_in_line_when_its_lease_runs_out(reg
     monkeypatch.setattr(request_queue, "LEASE_S", 10.0)
     assert alive.renew([kept.id]) == 1  # the living dispatcher's claim holds
     assert alive.renew([lost.id]) == 0  # not its claim
-    assert alive.reclaim_expired() >= 1
+    assert dead.mark_started(lost.id)  # a replica began it, then its dispatcher went quiet
+    reclaimed, ended = alive.reclaim_expired()
+    assert reclaimed >= 1 and lost.id not in ended
     assert (alive.get(lost.id).status, alive.get(kept.id).status) == (IN_QUEUE, IN_PROGRESS)
     assert dead.finish(lost.id, CallOutcome(200, "too late")) is None  # it woke up: its claim is gone
     assert alive.get(lost.id).status == IN_QUEUE
     [again] = alive.claim(owner, "a", 1)
-    assert (again.id, again.attempts) == (lost.id, 2)
+    assert (again.id, again.attempts) == (lost.id, 1)
 
 
 def test_a_claimed_request_is_in_queue_for_its_callers_until_a_replica_has_it(registry_url) -> None:
@@ -127,7 +131,7 @@ def test_a_cancel_of_a_running_request_is_recorded_for_its_replica(registry_url)
     assert queue.request_cancel(running.id) and queue.cancel_requested(running.id)
     assert not queue.cancel_requested(dying.id)
     assert queue.request_cancel(dying.id)
-    queue.requeue(dying.id)  # its replica died after the cancel: it does not run again
+    assert queue.requeue(dying.id)  # its replica died after the cancel: it ends, and does not run again
     assert queue.get(dying.id).status == request_queue.CANCELLED
     queue.finish(running.id, CallOutcome(200, "finished anyway"))
     assert not queue.request_cancel(running.id)
@@ -137,24 +141,35 @@ def test_a_lapsed_claim_that_was_cancelled_or_used_its_attempts_ends(registry_ur
     queue, owner = RequestQueue(Registry(registry_url)), _owner()
     cancelled = queue.submit(owner, "a", "/", 0, caller=owner)
     spent = queue.submit(owner, "a", "/", 1, caller=owner, max_attempts=1)
+    never_began = queue.submit(owner, "a", "/", 2, caller=owner, max_attempts=1)
     monkeypatch.setattr(request_queue, "LEASE_S", -1.0)
-    queue.claim(owner, "a", 2)
+    queue.claim(owner, "a", 3)
+    assert queue.mark_started_many([cancelled.id, spent.id]) == [True, True]
     assert queue.request_cancel(cancelled.id)
-    queue.reclaim_expired()
+    _, ended_ids = queue.reclaim_expired()
+    assert sorted(ended_ids) == sorted([cancelled.id, spent.id])  # their webhooks are due
     assert queue.get(cancelled.id).status == request_queue.CANCELLED
     ended = queue.get(spent.id)
     assert (ended.status, ended.status_code) == (COMPLETED, 500) and "dispatcher stopped" in ended.result["detail"]
+    # A claim that lapsed before any replica began it (an app still waking) used no attempt.
+    assert (queue.get(never_began.id).status, queue.get(never_began.id).attempts) == (IN_QUEUE, 0)
 
 
 def test_an_unstarted_request_past_its_deadline_ends_with_504(registry_url) -> None:
     queue, owner = RequestQueue(Registry(registry_url)), _owner()
     late = queue.submit(owner, "a", "/", None, caller=owner, timeout_s=0.01)
     patient = queue.submit(owner, "a", "/", None, caller=owner)
+    on_its_way, begun = (queue.submit(owner, "b", "/", n, caller=owner, timeout_s=0.01) for n in range(2))
+    queue.claim(owner, "b", 2)  # claimed, but only one has reached a replica (the app still waking)
+    assert queue.mark_started(begun.id)
     time.sleep(0.05)
-    assert late.id in queue.expire_unstarted()
-    ended = queue.get(late.id)
-    assert (ended.status, ended.status_code, ended.result["error_type"]) == (COMPLETED, 504, "request_timeout")
+    assert sorted(queue.expire_unstarted()) == sorted([late.id, on_its_way.id])
+    for request_id in (late.id, on_its_way.id):
+        ended = queue.get(request_id)
+        assert (ended.status, ended.status_code, ended.result["error_type"]) == (COMPLETED, 504, "request_timeout")
+    assert not queue.mark_started(on_its_way.id)  # the replica it reaches at last does not run it
     assert queue.get(patient.id).status == IN_QUEUE
+    assert queue.get(begun.id).status == IN_PROGRESS  # the deadline is for starting: this one started
 
 
 def test_two_dispatchers_on_postgresql_never_claim_one_request_twice(postgres_url) -> None:
@@ -229,9 +244,12 @@ def test_a_dispatcher_keeps_what_it_finished_for_a_while_and_within_its_byte_bud
 
     for n in range(3):
         recent.add(finished(n, 90))
+    with_input = dataclasses.replace(finished(3, 10), payload={"image": "x" * 10_000})
+    recent.add(with_input)  # its input (up to 16 MB) is not what a status or result reads: not kept
+    assert recent.get("r3").payload is None and recent.get("r3").result == "x"
     recent.add(finished(9, 101))  # over a sixteenth of the budget: left to the registry
     assert [recent.get(f"r{n}") is not None for n in (0, 1, 2, 9)] == [True, True, True, False]
-    for n in range(3, 18):
+    for n in range(4, 18):
         recent.add(finished(n, 100))
     assert recent.get("r0") is None and recent.get("r17") is not None  # the oldest made room
     time.sleep(0.6)

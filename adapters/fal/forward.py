@@ -21,6 +21,7 @@ from websockets.asyncio.client import unix_connect
 from yarl import URL
 
 from tenantserve.platform.core.bodies import BodyError, parse_json
+from tenantserve.platform.core.outcomes import RunnerLost
 from tenantserve.platform.runtime.auth import CALLER, relative_path
 from tenantserve_runner.logs import OUTPUT_LINES_HEADER
 
@@ -50,6 +51,42 @@ def _text_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
 def _json_answer(status: int, body: Any) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
     data = json.dumps(body).encode()
     return status, [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())], data
+
+
+class _Body:
+    """A runner's answer body, chunk by chunk. Read to its end, broken off or closed unread
+    (`aclose()`: the queue drops a streamed answer before its first chunk), it gives its
+    connection back and calls `done` once: an async generator closed before its first
+    chunk would skip its cleanup."""
+
+    def __init__(self, response: aiohttp.ClientResponse, done: Callable[[bool], None]) -> None:
+        self._response, self._done = response, done  # done(broke_off)
+        self._closed = False
+
+    def __aiter__(self) -> "_Body":
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._closed:
+            raise StopAsyncIteration
+        try:
+            chunk = await self._response.content.readany()
+        except aiohttp.ClientError:  # the caller's answer is cut off too: one that ends cleanly would look complete
+            self._close(broke_off=True)
+            raise
+        if not chunk:
+            self._close(broke_off=False)
+            raise StopAsyncIteration
+        return chunk
+
+    async def aclose(self) -> None:
+        self._close(broke_off=False)
+
+    def _close(self, broke_off: bool) -> None:
+        if not self._closed:
+            self._closed = True
+            self._response.release()
+            self._done(broke_off)
 
 
 class Ingress:
@@ -90,26 +127,30 @@ class Ingress:
             [(k, v) for k, v in scope["headers"] if k not in _HOP_BY_HOP], request_id, CALLER.get(),
         )
         answer_headers = [(k, v) for k, v in answer_headers if k != OUTPUT_LINES_HEADER]  # the queue's, not the caller's
-        await send({"type": "http.response.start", "status": status, "headers": answer_headers})
-        async for chunk in chunks:
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        await send({"type": "http.response.body", "body": b""})
+        try:
+            await send({"type": "http.response.start", "status": status, "headers": answer_headers})
+            async for chunk in chunks:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+        finally:  # a caller that went away mid-answer: the runner's connection goes back now
+            await chunks.aclose()
 
     async def call(self, method: str, target: str, body: bytes, headers: list[tuple[bytes, bytes]],
-                   request_id: str, caller: Optional[str], stop_on_cancel: bool = False,
+                   request_id: str, caller: Optional[str], from_queue: bool = False,
                    ) -> tuple[int, list[tuple[bytes, bytes]], Any]:
         """Send one request to the runner, `target` being its percent-encoded path and query:
-        (status, headers, an async iterator of body chunks).
+        (status, headers, its body: an async iterator of chunks, to read or `aclose()`).
         The timeout covers the wait for the answer to start (all of a JSON answer).
-        `stop_on_cancel`: a cancel (the queue's) while the runner works on it restarts the
-        runner, as a timeout does, so that the work stops."""
+        `from_queue`: a cancel (the queue's) while the runner works on it restarts the
+        runner, as a timeout does, so that the work stops; a runner that stops under it
+        raises RunnerLost (the queue runs it again) instead of answering 503."""
         self._callers[request_id] = caller
         outgoing = [*headers, (REQUEST_ID.encode(), request_id.encode())]
         try:
             response = await self._send(method, target, body, outgoing)
         except asyncio.CancelledError:
             self._callers.pop(request_id, None)
-            if stop_on_cancel and self._runner.alive():
+            if from_queue and self._runner.alive():
                 logger.warning("request %s was cancelled: restarting the runner so that its work stops", request_id)
                 self._runner.recycle_soon(f"the runner was restarted after request {request_id} was cancelled")
             raise
@@ -122,10 +163,17 @@ class Ingress:
         except aiohttp.ClientError:
             self._callers.pop(request_id, None)
             reason = await self._gone()
+            if from_queue:
+                raise RunnerLost(f"{reason} while serving this request") from None
             return self._canned(503, {"detail": f"{reason} while serving this request", "request_id": request_id}, request_id)
         answer_headers = [(k, v) for k, v in response.raw_headers if k.lower() not in (b"connection", b"keep-alive", b"transfer-encoding")]
         answer_headers.append((REQUEST_ID.encode(), request_id.encode()))
-        return response.status, answer_headers, self._stream(response, request_id)
+        return response.status, answer_headers, _Body(response, lambda broke_off: self._answered(request_id, broke_off))
+
+    def _answered(self, request_id: str, broke_off: bool) -> None:
+        self._callers.pop(request_id, None)
+        if broke_off:
+            logger.error("request %s: the runner's answer broke off (%s)", request_id, self._runner.exit_reason())
 
     async def _send(self, method: str, target: str, body: bytes,
                     headers: list[tuple[bytes, bytes]]) -> aiohttp.ClientResponse:
@@ -165,18 +213,6 @@ class Ingress:
                 return await send()
             except aiohttp.ClientConnectorError as error:
                 raise aiohttp.ServerDisconnectedError(str(error)) from error
-
-    async def _stream(self, response: aiohttp.ClientResponse, request_id: str) -> Any:
-        try:
-            async for chunk in response.content.iter_any():
-                yield chunk
-        except aiohttp.ClientError:
-            # Cut the caller's answer off too: a stream that ends cleanly would look complete.
-            logger.error("request %s: the runner's answer broke off (%s)", request_id, self._runner.exit_reason())
-            raise
-        finally:
-            response.release()
-            self._callers.pop(request_id, None)
 
     async def _gone(self) -> str:
         for _ in range(20):

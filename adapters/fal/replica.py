@@ -27,6 +27,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
+import aiohttp
 import ray
 from ray import serve
 
@@ -34,7 +35,7 @@ import tenantserve_runner
 from tenantserve.platform.cluster import environments, images
 from tenantserve.platform.core.batching import WriteBatch
 from tenantserve.platform.core.bodies import MAX_CALL_BYTES, BodyLimit
-from tenantserve.platform.core.outcomes import CallOutcome
+from tenantserve.platform.core.outcomes import CallOutcome, RunnerLost
 from tenantserve.platform.runtime.auth import AuthMiddleware, is_platform_health
 from tenantserve.platform.runtime.metrics import AppMetrics
 from tenantserve.platform.runtime.storage import AppStorage, FileStore
@@ -404,14 +405,19 @@ class FalAppReplica:
         is cut off at its start (None for its body): the queue keeps whole answers only."""
         status, headers, chunks = await self._ingress.call(
             "POST", path, json.dumps(payload).encode(), [(b"content-type", b"application/json")], request_id, caller,
-            stop_on_cancel=from_queue)
+            from_queue=from_queue)
         found = dict(headers)
         content_type = found.get(b"content-type", b"").decode()
         written = int(found.get(OUTPUT_LINES_HEADER, b"0"))
         if from_queue and content_type.startswith(STREAMED):
             await chunks.aclose()  # the connection to the runner closes: the endpoint's stream stops
             return status, content_type, None, written
-        data = b"".join([chunk async for chunk in chunks])
+        try:
+            data = b"".join([chunk async for chunk in chunks])
+        except aiohttp.ClientError:
+            if from_queue:
+                raise RunnerLost(f"{self._runner.exit_reason()} while answering this request") from None
+            raise
         if content_type.startswith("application/json"):
             try:
                 return status, content_type, json.loads(data), written

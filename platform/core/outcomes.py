@@ -12,6 +12,11 @@ from typing import Any, Optional
 # its app says otherwise (fal's retry_config / skip_retry_conditions) or its caller does.
 QUEUE_ATTEMPTS = 3
 
+class RunnerLost(RuntimeError):
+    """The app's runner stopped (it crashed, or was killed) while it served a queued request:
+    the queue runs the request again while it has attempts left, as when the replica dies."""
+
+
 @dataclass(frozen=True)
 class CallOutcome:
     """The HTTP status and JSON body the request's caller gets, and the log lines the app

@@ -16,6 +16,7 @@ annotations into query parameters.
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import threading
@@ -37,7 +38,7 @@ from tenantserve.platform.cluster import ray_private
 from tenantserve.platform.core.batching import WriteBatch
 from tenantserve.platform.core.bodies import MAX_QUEUE_BYTES, BodyError, declared_length, parse_json, read_limited
 from tenantserve.platform.core.naming import QUEUE_APP, QUEUE_DEPLOYMENT, serve_app_name
-from tenantserve.platform.core.outcomes import Admission, CallOutcome
+from tenantserve.platform.core.outcomes import Admission, CallOutcome, RunnerLost
 from tenantserve.platform.runtime.auth import KeyCache, refusal
 from tenantserve.platform.runtime.busy import registry_busy
 from tenantserve.platform.store.registry import Registry
@@ -119,6 +120,7 @@ class RecentlyFinished:
     def add(self, request: QueuedRequest) -> None:
         if request.stored_bytes > RECENT_BYTES // 16:
             return
+        request = dataclasses.replace(request, payload=None)  # status and result never read it; it is up to 16 MB
         earlier = self._kept.pop(request.id, None)
         if earlier is not None:
             self._bytes -= earlier[1].stored_bytes
@@ -241,23 +243,27 @@ class QueueServer:
         claim = not self.stopping and key not in self.waiting and self.per_app.get(key, 0) < _slots(bundle)
         if claim:  # a free slot and, as far as this dispatcher knows, nobody in line: straight to the app
             self.per_app[key] = self.per_app.get(key, 0) + 1
-        try:
-            queued, position = await self.submits(Submission(
-                owner, app, "/" + path, payload, caller, timeout_s=timeout_s, webhook_url=webhook,
-                max_attempts=1 if no_retry else bundle.options.queue_attempts, claim=claim,
-            ))
-        except BaseException:
-            if claim:
-                self.per_app[key] -= 1
-            raise
-        if queued.status == IN_PROGRESS:
+        written = asyncio.ensure_future(self.submits(Submission(
+            owner, app, "/" + path, payload, caller, timeout_s=timeout_s, webhook_url=webhook,
+            max_attempts=1 if no_retry else bundle.options.queue_attempts, claim=claim,
+        )))
+        # A caller that goes away meanwhile does not take the request with it: once written, it runs.
+        written.add_done_callback(lambda done: self._placed(done, key, claim))
+        queued, position = await asyncio.shield(written)
+        return JSONResponse({"request_id": queued.id, **self._urls(owner, app, queued.id), "queue_position": position})
+
+    def _placed(self, written: "asyncio.Future[tuple[QueuedRequest, int]]", key: tuple[str, str], claim: bool) -> None:
+        """A submit's row is written (or not): a request claimed with it starts; one that
+        went in line gives back the slot it did not take, and the dispatcher looks."""
+        queued = None if written.cancelled() or written.exception() is not None else written.result()[0]
+        if queued is not None and queued.status == IN_PROGRESS:
             self._start(queued, known=True)
-        else:
-            if claim:
-                self.per_app[key] -= 1
+            return
+        if claim:
+            self.per_app[key] -= 1
+        if queued is not None:
             self.waiting[key] = None
             self.wakeup.set()
-        return JSONResponse({"request_id": queued.id, **self._urls(owner, app, queued.id), "queue_position": position})
 
     @api.get("/{owner}/{app}/requests/{request_id}/status")
     @api.get("/{owner}/{app}/requests/{request_id}/status/")  # fal's SDK client adds the slash
@@ -337,10 +343,8 @@ class QueueServer:
         # then): it never runs, and ends with 499.
         if (await asyncio.to_thread(self.queue.cancel_queued, request_id)
                 or await asyncio.to_thread(self.queue.cancel_unstarted, request_id)):
-            refreshed = await asyncio.to_thread(self.queue.get, request_id)
-            if refreshed is not None and refreshed.webhook_url:
-                asyncio.get_running_loop().create_task(self._deliver_webhook(refreshed))
-            self._changed(request_id)
+            self._drop_call(request_id)
+            await self._ended(request_id)
             return requested
         if await asyncio.to_thread(self.queue.request_cancel, request_id):
             return requested  # its replica tells the app, if the app can stop it; else it finishes (fal's rule)
@@ -423,9 +427,24 @@ class QueueServer:
 
     async def _expire_unstarted(self) -> None:
         for request_id in await asyncio.to_thread(self.queue.expire_unstarted):
-            late = await asyncio.to_thread(self.queue.get, request_id)
-            if late is not None and late.webhook_url:
-                asyncio.get_running_loop().create_task(self._deliver_webhook(late))
+            self._drop_call(request_id)
+            await self._ended(request_id)
+
+    def _drop_call(self, request_id: str) -> None:
+        """Stop waiting for a replica to take a request this dispatcher no longer runs (its
+        caller cancelled it, or its start deadline passed, before one did): its app's slot
+        frees now, not once a replica appears (the replica would refuse it anyway)."""
+        response = self.running.get(request_id)
+        if response is not None:
+            response.cancel()
+
+    async def _ended(self, request_id: str) -> None:
+        """A request this dispatcher ended outside its run (a start deadline, a cancel, a
+        lapsed lease): its status streams hear of it, its webhook goes out."""
+        self._changed(request_id)
+        ended = await asyncio.to_thread(self.queue.get, request_id)
+        if ended is not None and ended.webhook_url:
+            asyncio.get_running_loop().create_task(self._deliver_webhook(ended))
 
     def _start(self, request: QueuedRequest, known: bool) -> None:
         """Run a request this dispatcher claimed (its slot is already counted)."""
@@ -449,7 +468,8 @@ class QueueServer:
             else:
                 outcome = await self._call(request)
             if outcome is None:  # the replica died: back in line
-                await self._until_recorded(request.id, lambda: asyncio.to_thread(self.queue.requeue, request.id))
+                if await self._until_recorded(request.id, lambda: asyncio.to_thread(self.queue.requeue, request.id)):
+                    await self._ended(request.id)  # cancelled meanwhile: it ends here
                 self.waiting[key] = None
                 return
             free()  # the app is done with it: the next request takes its place while the outcome is written
@@ -497,12 +517,15 @@ class QueueServer:
             return await self._answer_unless_deleted(request, response)
         except RequestCancelledError:
             return CallOutcome.failed(CANCELLED_STATUS, "Request cancelled")
-        except (RayActorError, ActorUnavailableError) as error:
-            if request.attempts < request.max_attempts:
-                logger.warning("request %s: the replica died (%s); retrying", request.id, type(error).__name__)
+        except (RayActorError, ActorUnavailableError, RunnerLost) as error:
+            run = request.attempts + 1  # this run, if its replica began it before it died
+            what = "runner" if isinstance(error, RunnerLost) else "replica"
+            if run < request.max_attempts:
+                logger.warning("request %s: the app's %s died (%s); retrying", request.id, what,
+                               error if isinstance(error, RunnerLost) else type(error).__name__)
                 return None
-            tries = "once" if request.attempts == 1 else f"in each of {request.attempts} attempts"
-            detail = f"The app's replica died while serving this request ({tries})"
+            tries = "once" if run == 1 else f"in each of {run} attempts"
+            detail = f"The app's {what} died while serving this request ({tries})"
             return CallOutcome.failed(500, detail, request.id)
         except Exception as error:
             logger.exception("request %s failed in the queue", request.id)
@@ -522,7 +545,13 @@ class QueueServer:
             done, _ = await asyncio.wait({pending}, timeout=APP_CHECK_S)
             if done:
                 return pending.result()
-            if await asyncio.to_thread(self.registry.get, request.owner, request.app) is None:
+            try:
+                exists = await asyncio.to_thread(self.registry.get, request.owner, request.app) is not None
+            except Exception as error:  # a busy or unreachable registry says nothing of the app: wait on
+                logger.warning("request %s: checking that %s/%s still exists failed (%s)", request.id,
+                               request.owner, request.app, error)
+                continue
+            if not exists:
                 response.cancel()
                 pending.cancel()
                 self.handles.pop(serve_app_name(request.owner, request.app), None)
@@ -557,7 +586,9 @@ class QueueServer:
         while not self.stopping or any(self.per_app.values()):  # a stopping one keeps the claims it still runs
             try:
                 await asyncio.to_thread(self.queue.renew, list(self.claimed))
-                reclaimed = await asyncio.to_thread(self.queue.reclaim_expired)
+                reclaimed, ended = await asyncio.to_thread(self.queue.reclaim_expired)
+                for request_id in ended:
+                    await self._ended(request_id)
                 if reclaimed:
                     logger.info("%d request(s) whose dispatcher stopped go back in line", reclaimed)
                     self._next_scan = 0.0

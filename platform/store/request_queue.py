@@ -91,10 +91,12 @@ _COUNTS = {
         *([requests_table.c.seq < bindparam("before_seq")] if before else []))
     for queued_only in (False, True) for before in (False, True)
 }
+# A run counts against a request's attempts when it starts: a claim that lapsed (a dispatcher
+# stopped, an app still waking) before any replica began it used none.
 _START = update(requests_table).where(
     requests_table.c.id.in_(bindparam("request_ids", expanding=True)), requests_table.c.status == IN_PROGRESS,
     requests_table.c.started_at.is_(None),
-).values(started_at=bindparam("now")).returning(requests_table.c.id)
+).values(started_at=bindparam("now"), attempts=requests_table.c.attempts + 1).returning(requests_table.c.id)
 
 
 @dataclass
@@ -167,7 +169,7 @@ class RequestQueue:
         self._oldest = oldest.with_for_update(skip_locked=True) if self._skip_locked else oldest
         self._take = update(requests_table).where(
             requests_table.c.id.in_(bindparam("request_ids", expanding=True)), requests_table.c.status == IN_QUEUE,
-        ).values(status=IN_PROGRESS, attempts=requests_table.c.attempts + 1, dispatcher=self.dispatcher,
+        ).values(status=IN_PROGRESS, dispatcher=self.dispatcher,
                  lease_until=bindparam("lease_until")).returning(requests_table.c.id)
         self._finish = update(requests_table).where(self._mine(bindparam("finished_id"))).values(
             status=COMPLETED, status_code=bindparam("finished_code"), result=bindparam("finished_result"),
@@ -221,7 +223,7 @@ class RequestQueue:
                 queued[key] += 0 if claimed else 1
                 rows.append(dict(
                     id=str(uuid.uuid4()), owner=s.owner, app=s.app, caller=s.caller, path=s.path,
-                    payload=dumps(s.payload), status=IN_PROGRESS if claimed else IN_QUEUE, attempts=1 if claimed else 0,
+                    payload=dumps(s.payload), status=IN_PROGRESS if claimed else IN_QUEUE, attempts=0,
                     max_attempts=s.max_attempts, timeout_s=s.timeout_s, logs="[]",
                     webhook_url=s.webhook_url, webhook_state="pending" if s.webhook_url else None, submitted_at=now,
                     dispatcher=self.dispatcher if claimed else None, lease_until=now + LEASE_S if claimed else None,
@@ -282,7 +284,7 @@ class RequestQueue:
         for row in rows:
             if row.id in taken:
                 request = QueuedRequest.from_row(row)
-                request.status, request.attempts = IN_PROGRESS, request.attempts + 1
+                request.status = IN_PROGRESS
                 request.dispatcher, request.lease_until = self.dispatcher, now + LEASE_S
                 claimed.append(request)
         return claimed
@@ -350,10 +352,11 @@ class RequestQueue:
         return recorded
 
     def expire_unstarted(self) -> list[str]:
-        """Finish, with 504, the queued requests whose start deadline (fal's
-        X-Fal-Request-Timeout: queue wait and retries, not processing) has passed."""
+        """Finish, with 504, the requests no replica has begun (queued, or claimed and on
+        their way: an app still waking, a replica that cannot be placed) whose start deadline
+        (fal's X-Fal-Request-Timeout: queue wait and retries, not processing) has passed."""
         now = time.time()
-        late = (requests_table.c.status == IN_QUEUE) & requests_table.c.timeout_s.is_not(None) \
+        late = _NOT_STARTED & requests_table.c.timeout_s.is_not(None) \
             & (requests_table.c.submitted_at + requests_table.c.timeout_s < now)
         with self.engine.begin() as conn:
             rows = conn.execute(select(requests_table.c.id, requests_table.c.timeout_s).where(late)).all()
@@ -362,19 +365,21 @@ class RequestQueue:
                 body = {"detail": f"Request timed out: it did not start within {row.timeout_s:g} seconds",
                         "error_type": START_TIMEOUT}
                 if conn.execute(update(requests_table).where(requests_table.c.id == row.id, late).values(
-                        status=COMPLETED, status_code=504, result=json.dumps(body), finished_at=now)).rowcount:
+                        status=COMPLETED, status_code=504, result=json.dumps(body), finished_at=now,
+                        lease_until=None)).rowcount:
                     expired.append(row.id)
         return expired
 
-    def requeue(self, request_id: str) -> None:
+    def requeue(self, request_id: str) -> bool:
         """Back in line, at its old place: the app's replica died mid-request (a request
-        its caller asked to cancel meanwhile ends CANCELLED instead)."""
+        its caller asked to cancel meanwhile ends CANCELLED instead: True then)."""
         with self.engine.begin() as conn:
-            conn.execute(update(requests_table).where(self._mine(request_id), requests_table.c.cancel_requested)
-                         .values(status=CANCELLED, finished_at=time.time(), lease_until=None))
+            ended = conn.execute(update(requests_table).where(self._mine(request_id), requests_table.c.cancel_requested)
+                                 .values(status=CANCELLED, finished_at=time.time(), lease_until=None)).rowcount == 1
             if conn.execute(update(requests_table).where(self._mine(request_id))
                             .values(status=IN_QUEUE, started_at=None, dispatcher=None, lease_until=None)).rowcount:
                 self._notify(conn)
+        return ended
 
     def renew(self, request_ids: Sequence[str]) -> int:
         """Extend the lease of the requests this dispatcher runs (a claim it holds but no
@@ -387,24 +392,28 @@ class RequestQueue:
                 requests_table.c.dispatcher == self.dispatcher,
             ).values(lease_until=time.time() + LEASE_S)).rowcount
 
-    def reclaim_expired(self) -> int:
+    def reclaim_expired(self) -> tuple[int, list[str]]:
         """Requests whose dispatcher stopped renewing their lease (it died, or its platform
         was stopped) go back in line, keeping their place; one its caller cancelled meanwhile
-        ends CANCELLED, one that has used its attempts ends with 500."""
+        ends CANCELLED, one that has used its attempts ends with 500. How many went back,
+        and the ids of those that ended (their webhooks are due)."""
         now = time.time()
         lapsed = (requests_table.c.status == IN_PROGRESS) & (
             requests_table.c.lease_until.is_(None) | (requests_table.c.lease_until < now))
         spent = dumps({"detail": "The queue's dispatcher stopped while this request ran, in each of its attempts"})
         with self.engine.begin() as conn:
-            conn.execute(update(requests_table).where(lapsed, requests_table.c.cancel_requested)
-                         .values(status=CANCELLED, finished_at=now, lease_until=None))
-            conn.execute(update(requests_table).where(lapsed, requests_table.c.attempts >= requests_table.c.max_attempts)
-                         .values(status=COMPLETED, status_code=500, result=spent, finished_at=now, lease_until=None))
+            ended = list(conn.execute(update(requests_table).where(lapsed, requests_table.c.cancel_requested)
+                                      .values(status=CANCELLED, finished_at=now, lease_until=None)
+                                      .returning(requests_table.c.id)).scalars())
+            ended += conn.execute(update(requests_table).where(
+                lapsed, requests_table.c.attempts >= requests_table.c.max_attempts,
+            ).values(status=COMPLETED, status_code=500, result=spent, finished_at=now, lease_until=None)
+                .returning(requests_table.c.id)).scalars()
             reclaimed = conn.execute(update(requests_table).where(lapsed).values(
                 status=IN_QUEUE, started_at=None, dispatcher=None, lease_until=None)).rowcount
             if reclaimed:
                 self._notify(conn)
-            return reclaimed
+            return reclaimed, ended
 
     def cancel_unstarted(self, request_id: str) -> bool:
         """Cancel a claimed request that no replica has begun (its dispatcher then drops it)."""
