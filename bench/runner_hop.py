@@ -71,8 +71,9 @@ def serve(socket: str, kind: str = APPS[0]) -> None:
 
 
 @contextmanager
-def serving(folder: str, kind: str) -> Iterator[str]:
-    """A uvicorn serving `kind` on a unix socket in `folder`, listening; gone afterwards."""
+def serving(folder: str, kind: str) -> Iterator[tuple[str, int]]:
+    """A uvicorn serving `kind` on a unix socket in `folder`, listening; its socket and pid,
+    gone afterwards."""
     socket = str(Path(folder) / f"{APPS.index(kind)}.sock")
     server = multiprocessing.Process(target=serve, args=(socket, kind), daemon=True)
     server.start()
@@ -84,15 +85,15 @@ def serving(folder: str, kind: str) -> Iterator[str]:
                 break
             except OSError:
                 time.sleep(0.05)
-        yield socket
+        yield socket, server.pid
     finally:
         server.terminate()
         server.join()
         Path(socket).unlink(missing_ok=True)
 
 
-async def one_app(socket: str, requests: int) -> list[float]:
-    client, latencies = runner_client(Path(socket)), []
+async def one_app(socket: str, pid: int, requests: int) -> list[float]:
+    client, latencies = runner_client(Path(socket), lambda: pid), []
     try:
         for i in range(requests + 100):
             started = time.perf_counter()
@@ -106,9 +107,9 @@ async def one_app(socket: str, requests: int) -> list[float]:
     return latencies
 
 
-async def measure(socket: str, requests: int, rounds: int) -> dict[str, list[float]]:
+async def measure(socket: str, pid: int, requests: int, rounds: int) -> dict[str, list[float]]:
     hx = httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(uds=socket), base_url="http://runner", timeout=None)
-    ah = runner_client(Path(socket))  # the replica's own client
+    ah = runner_client(Path(socket), lambda: pid)  # the replica's own client
 
     async def with_httpx() -> None:
         response = await hx.send(hx.build_request("POST", "/", content=BODY, headers=HEADERS), stream=True)
@@ -149,12 +150,12 @@ def main() -> None:
     args = parser.parse_args()
     by_app: dict[str, list[float]] = {kind: [] for kind in APPS}
     with tempfile.TemporaryDirectory() as folder:
-        with serving(folder, APPS[0]) as socket:
-            latencies = asyncio.run(measure(socket, args.requests, args.rounds))
+        with serving(folder, APPS[0]) as (socket, pid):
+            latencies = asyncio.run(measure(socket, pid, args.requests, args.rounds))
         for _ in range(args.rounds):
             for kind in APPS:
-                with serving(folder, kind) as socket:
-                    by_app[kind] += asyncio.run(one_app(socket, args.requests))
+                with serving(folder, kind) as (socket, pid):
+                    by_app[kind] += asyncio.run(one_app(socket, pid, args.requests))
     p50 = {name: statistics.median(values) * 1e3 for name, values in latencies.items()}
     print("| client | p50 ms | p99 ms |\n|---|---|---|")
     for name, values in latencies.items():

@@ -54,3 +54,41 @@ def test_a_runners_environment_stays_off_the_nodes_command_lines(tmp_path) -> No
         for fd in fds:
             os.close(fd)
     assert len(fds) == 2 and done.stdout.split() == ["s3cr3t", ".", "..", ".cache"], done.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving files to another user takes root")
+def test_giving_an_owners_data_to_its_user_follows_no_link_out_of_it(tmp_path) -> None:
+    """The owner's runners write in /data while another of its replicas starts and gives
+    /data to the owner's user: a link planted there does not carry that elsewhere."""
+    from tenantserve.adapters.fal.replica import _chown_tree
+
+    data, elsewhere = tmp_path / "data", tmp_path / "elsewhere"
+    (data / "models").mkdir(parents=True)
+    (data / "models" / "weights.bin").write_bytes(b"w")
+    elsewhere.mkdir()
+    (elsewhere / "platform.key").write_text("not the tenant's")
+    (data / "link").symlink_to(elsewhere)
+    (data / "models" / "file-link").symlink_to(elsewhere / "platform.key")
+    _chown_tree(data, 200123)
+    for path in (data, data / "models", data / "models" / "weights.bin"):
+        assert path.stat().st_uid == 200123
+    assert os.lstat(data / "link").st_uid == 200123  # the link itself, harmless
+    assert elsewhere.stat().st_uid == 0 and (elsewhere / "platform.key").stat().st_uid == 0
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="runners switch users only where the platform is root")
+def test_nothing_of_the_apps_environment_picks_what_runs_as_root(tmp_path) -> None:
+    """A secret named PATH (or a package's script named setpriv) must not choose the program
+    that switches to the owner's user: it runs as root with the capabilities that takes."""
+    mounts = _mounts(tmp_path, None)
+    trap = mounts.data / "bin"
+    trap.mkdir()
+    (trap / "setpriv").write_text("#!/bin/sh\ntouch /data/ran-as-root\nexec /usr/bin/setpriv \"$@\"\n")
+    (trap / "setpriv").chmod(0o755)
+    env = {"PATH": "/data/bin:/usr/bin:/bin", "LD_PRELOAD": "/data/bin/nothing.so", "SECRET": "s3cr3t"}
+    argv = sandbox.command(["sh", "-c", "id -u; echo $SECRET"], mounts, env, uid=200321)
+    options = argv[:argv.index("--")]
+    assert "--setenv" not in options  # bubblewrap (and what it starts as root) gets none of it
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert done.stdout.split() == ["200321", "s3cr3t"], done.stderr
+    assert not (mounts.data / "ran-as-root").exists()

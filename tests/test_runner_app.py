@@ -178,3 +178,36 @@ def test_distributed_runners_that_name_no_port_each_get_a_free_one(monkeypatch):
     assert 29500 not in (first.master_port, second.master_port) and first.master_port != second.master_port
     assert DistributedRunner(DistributedWorker, 2, "127.0.0.1", 31234).master_port == 31234
     assert DistributedRunner(worker_cls=DistributedWorker, master_port=31235).master_port == 31235
+
+
+def test_the_replica_sends_requests_only_to_the_runner_it_started(tmp_path):
+    """A runner can write its socket's folder: a link put in the socket's place, to another
+    listener of the node, gets a refused connection and none of the request."""
+    import os
+
+    import aiohttp
+
+    from tenantserve.adapters.fal.supervisor import RUNNER_URL, runner_client
+
+    path, received = tmp_path / "app.sock", []
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        received.append(await reader.read(1024))
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+        await writer.drain()
+        writer.close()
+
+    async def call(listener_pid: int) -> int:
+        server = await asyncio.start_unix_server(answer, path=str(path))  # listening in this process
+        client = runner_client(path, lambda: listener_pid)
+        try:
+            async with client.post(RUNNER_URL + "/", data=b"the tenant's request") as response:
+                return response.status
+        finally:
+            await client.close()
+            server.close()
+
+    assert asyncio.run(call(os.getpid())) == 200 and len(received) == 1
+    with pytest.raises(aiohttp.ClientConnectorError, match="is not the runner's socket"):
+        asyncio.run(call(os.getpid() + 1))
+    assert len(received) == 1  # nothing was sent to the other listener

@@ -94,6 +94,17 @@ def test_platform_file_urls_are_read_with_the_callers_rights(platform_store, tmp
     finally:
         current_request.reset(token)
 
+    # A request the replica is not serving (one that ended, or an id the app made up) reads
+    # with no one's rights; only work outside requests (setup(), the app's threads) has the owner's.
+    token = current_request.set("req-ended-or-made-up")
+    try:
+        with pytest.raises(urllib.error.HTTPError) as unknown:
+            urllib.request.urlopen(private.url)
+        assert unknown.value.code == 403
+    finally:
+        current_request.reset(token)
+    assert urllib.request.urlopen(private.url).read() == b"alice only"  # no request: the owner's own work
+
     missing = PUBLIC_URL + "/files/0123456789abcdef/gone.txt"
     with pytest.raises(urllib.error.HTTPError) as gone:
         urllib.request.urlopen(missing)

@@ -52,7 +52,11 @@ class FilesSocket:
         if size > MAX_UPLOAD_BYTES:
             return {"error": f"a file may be at most {MAX_UPLOAD_BYTES // 2**20} MiB", "status": 413}, b""
         body = await reader.readexactly(size) if size else b""
-        caller = self._callers.get(request.get("request_id") or "", self._default)
+        # A request's reads have its caller's rights; one the replica is not serving (ended, or
+        # never one: an id a runner made up) has none but anonymous ones. Only work outside
+        # requests (setup(), the app's own threads) reads with its owner's.
+        request_id = request.get("request_id")
+        caller = self._callers.get(request_id) if request_id else self._default
         if request.get("op") == "upload":
             url = await asyncio.to_thread(
                 self._storage.upload, body, request.get("content_type") or "application/octet-stream",

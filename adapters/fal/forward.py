@@ -119,7 +119,9 @@ class Ingress:
             except BodyError as error:
                 await error.response()(scope, receive, send)
                 return
-        request_id = (headers.get(b"x-request-id") or b"").decode() or uuid.uuid4().hex
+        request_id = (headers.get(b"x-request-id") or b"").decode()
+        if not request_id or request_id in self._callers:  # in-flight ids are unique: each names its caller's rights
+            request_id = uuid.uuid4().hex
         path = quote(relative_path(scope), safe="/:@!$&'()*+,;=~")
         query = scope.get("query_string", b"").decode("latin-1")
         status, answer_headers, chunks = await self.call(
@@ -244,7 +246,7 @@ class Ingress:
         headers.append((REQUEST_ID, request_id))
         try:
             upstream = await unix_connect(
-                str(self._runner.socket), "ws://runner" + path + (f"?{query}" if query else ""),
+                sock=await self._runner.connect(), uri="ws://runner" + path + (f"?{query}" if query else ""),
                 additional_headers=headers, subprotocols=scope.get("subprotocols") or None, max_size=None,
                 compression=None, open_timeout=self._timeout,
             )

@@ -147,11 +147,21 @@ async def _flush_logs_every(seconds: float) -> None:
 
 
 def _chown_tree(root: Path, uid: int) -> None:
-    """Give `root` and everything below it to `uid` (one stat per entry where it has it already)."""
-    for folder, dirs, files in os.walk(root):
-        for path in (folder, *(os.path.join(folder, name) for name in (*dirs, *files))):
-            if os.lstat(path).st_uid != uid:
-                os.chown(path, uid, uid, follow_symlinks=False)
+    """Give `root` and everything below it to `uid` (one stat per entry where it has it already).
+
+    The owner's runners can write below `root` while this runs (another of the owner's replicas
+    is serving): the walk holds each folder open and changes entries relative to it, never
+    following a link, so a folder swapped for a link to elsewhere on the node is not followed
+    (a walk by path names would give that elsewhere to the owner's user)."""
+    for _, dirs, files, folder in os.fwalk(root, follow_symlinks=False):
+        if os.fstat(folder).st_uid != uid:
+            os.fchown(folder, uid, uid)
+        for name in (*dirs, *files):
+            try:
+                if os.lstat(name, dir_fd=folder).st_uid != uid:
+                    os.chown(name, uid, uid, dir_fd=folder, follow_symlinks=False)
+            except FileNotFoundError:  # removed by the owner's runner meanwhile
+                continue
 
 
 def _gpu_ids() -> list[int]:

@@ -270,8 +270,23 @@ def _switch_in_image(uid: int, env: Mapping[str, str], argv: Sequence[str]) -> l
             "--no-new-privs", "--", *loader, f"{HOST_TOOLS}/env", "-i", *[f"{k}={v}" for k, v in env.items()], *argv]
 
 
+def _switch(uid: int, env: Mapping[str, str], argv: Sequence[str]) -> list[str]:
+    """`argv` as user `uid` with `env`, started by the node's setpriv and env (the sandbox
+    sees the node's system) with an empty environment until the switch."""
+    return [_node_tool("setpriv"), f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--no-new-privs", "--",
+            _node_tool("env"), "-i", *[f"{k}={v}" for k, v in env.items()], *argv]
+
+
+@functools.lru_cache(maxsize=None)
+def _node_tool(name: str) -> str:
+    found = shutil.which(name, path="/usr/bin:/bin")
+    if found is None:
+        raise SandboxUnavailable(f"this node has no {name} (util-linux, coreutils) to start runners as their owners")
+    return os.path.realpath(found)
+
+
 def _runner_boot_env(env: Mapping[str, str], fd: int) -> dict[str, str]:
-    """What a container app's runner starts with: enough to find its own module, and the
+    """What a runner that switches users starts with: enough to find its own module, and the
     descriptor of its whole environment, which it starts again with (`tenantserve_runner`)."""
     return {**({"PYTHONPATH": env["PYTHONPATH"]} if "PYTHONPATH" in env else {}), ENVIRONMENT_FD_VAR: str(fd)}
 
@@ -334,8 +349,8 @@ def command(argv: Sequence[str], mounts: Mounts, env: Mapping[str, str], info_fd
     `switches_user`: the process becomes its owner's user itself, later (a spare runner),
     keeping only the two capabilities that takes until then. `private`: bubblewrap reads its
     options, the environment (secrets) among them, from a descriptor (`bound_fds`), not from
-    its command line, which every user of the node can read; a container app's runner, whose
-    environment is set only after the switch of users, reads it from another."""
+    its command line, which every user of the node can read; a runner that switches users,
+    whose environment is set only after the switch, reads it from another."""
     if unsandboxed():
         return Command(["env", "-i", *[f"{k}={v}" for k, v in env.items()], *argv])
     check()
@@ -373,11 +388,15 @@ def command(argv: Sequence[str], mounts: Mounts, env: Mapping[str, str], info_fd
              *(_switch_tool_binds() if switching and mounts.image is not None else []),
              "--remount-ro", "/", "--chdir", "/tmp", "--clearenv", "--as-pid-1"]
     fds = list(data_fds or [])
-    if switching and mounts.image is not None:  # the environment goes on only once the user is switched
+    if switching:
+        # Nothing of the app's environment is in effect until its user is switched: what runs
+        # as root, with the two capabilities that takes, is the node's setpriv and env, named by
+        # path in an empty environment (a secret named PATH or LD_PRELOAD, or a package's script
+        # named setpriv in the app's environment, would otherwise pick what runs as root).
         if private:  # a runner: off the command line of `env`, and of bubblewrap's for as long as it runs
             fds.append(_in_memory([f"{k}={v}" for k, v in env.items()], "tenantserve-runner-env"))
             env = _runner_boot_env(env, fds[-1])
-        argv = _switch_in_image(uid, env, argv)
+        argv = _switch_in_image(uid, env, argv) if mounts.image is not None else _switch(uid, env, argv)
     else:
         for key, value in env.items():
             args += ["--setenv", key, value]
@@ -386,8 +405,6 @@ def command(argv: Sequence[str], mounts: Mounts, env: Mapping[str, str], info_fd
         if uid is not None or switches_user:
             # Only what switching users takes; changing to a non-root user clears it.
             args += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
-        if switching and mounts.image is None:
-            argv = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--no-new-privs", "--", *argv]
     if info_fd is not None:
         args += ["--info-fd", str(info_fd)]
     if private:  # bubblewrap takes only options from a descriptor: the command stays on its command line

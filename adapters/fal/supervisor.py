@@ -9,10 +9,13 @@ work does not go on after its 504.
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import logging
 import os
 import signal
+import socket
+import struct
 import subprocess
 import threading
 import time
@@ -107,8 +110,36 @@ class _Process:
             self.popen.kill()
 
 
-def runner_client(socket: Path) -> aiohttp.ClientSession:
-    """An HTTP client to a runner's unix socket (call it in a running event loop).
+def listener_pid(connected: socket.socket) -> int:
+    """The process that listens at the other end of a connected unix socket (SO_PEERCRED)."""
+    pid, _, _ = struct.unpack("3i", connected.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+    return pid
+
+
+class _RunnerConnector(aiohttp.UnixConnector):
+    """Connections to the runner's socket that the runner itself answers. The socket's folder
+    is the runner's to write (it binds there), so it could put a link to any unix socket of
+    the node in the socket's place, and the replica (root, where runners switch users) would
+    carry the tenant's requests there: a connection whose listener is not the runner's
+    process is closed before anything is sent on it."""
+
+    def __init__(self, path: str, runner_pid: Callable[[], int]) -> None:
+        super().__init__(path=path, limit=0)
+        self._runner_pid = runner_pid
+
+    async def _create_connection(self, req: Any, traces: Any, timeout: Any) -> Any:
+        protocol = await super()._create_connection(req, traces, timeout)
+        pid = listener_pid(protocol.transport.get_extra_info("socket"))
+        if pid != self._runner_pid():
+            protocol.transport.close()
+            refused = OSError(errno.EACCES, f"{self.path} is not the runner's socket (its listener is pid {pid})")
+            raise aiohttp.ClientConnectorError(req.connection_key, refused)
+        return protocol
+
+
+def runner_client(socket_path: Path, runner_pid: Callable[[], int]) -> aiohttp.ClientSession:
+    """An HTTP client to a runner's unix socket, answered by the process `runner_pid` names
+    (call it in a running event loop).
 
     aiohttp rather than httpx: about a third of the time per call (bench/runner_hop.py).
     Requests reach the app as they came: no header of the client's own, no cookies kept
@@ -118,7 +149,7 @@ def runner_client(socket: Path) -> aiohttp.ClientSession:
     connection is off: that request may be what killed the runner (the ingress decides
     what is sent again)."""
     client = aiohttp.ClientSession(
-        connector=aiohttp.UnixConnector(path=str(socket), limit=0),
+        connector=_RunnerConnector(str(socket_path), runner_pid),
         timeout=aiohttp.ClientTimeout(total=None), auto_decompress=False,
         skip_auto_headers=("Accept-Encoding", "User-Agent", "Content-Type"),
         cookie_jar=aiohttp.DummyCookieJar(), max_line_size=16 * 1024, max_field_size=16 * 1024, max_headers=1024,
@@ -154,7 +185,7 @@ class Runner:
     def client(self) -> aiohttp.ClientSession:
         """The replica's HTTP client to the runner, made in the replica's event loop."""
         if self._client is None:
-            self._client = runner_client(self.socket)
+            self._client = runner_client(self.socket, lambda: self._pid)
         return self._client
 
     async def close(self) -> None:
@@ -270,6 +301,20 @@ class Runner:
     def recycle_soon(self, reason: str) -> None:
         self._mark_down()
         self._spawn(self._recycle(reason))
+
+    async def connect(self) -> socket.socket:
+        """A connection to the runner's socket that the runner itself answers (`_RunnerConnector`)."""
+        connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        connection.setblocking(False)
+        try:
+            await asyncio.get_running_loop().sock_connect(connection, str(self.socket))
+            pid = listener_pid(connection)
+            if pid != self._pid:
+                raise OSError(errno.EACCES, f"{self.socket} is not the runner's socket (its listener is pid {pid})")
+        except BaseException:
+            connection.close()
+            raise
+        return connection
 
     def signal(self, number: int) -> None:
         """Signal the runner itself (bubblewrap passes no signals on)."""

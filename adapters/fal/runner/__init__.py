@@ -12,6 +12,6 @@ import signal
 # real-time signals, which apps leave alone, where SIGUSR1 is one an app may handle itself.
 STACKS_SIGNAL = int(signal.SIGRTMAX) - 2
 
-# A container app's runner is started with only this (and what finds this package): the
-# descriptor of its whole environment, which it reads and starts again with (`__main__`).
+# A runner that switches to its owner's user is started with only this (and what finds this
+# package): the descriptor of its whole environment, which it reads and starts again with.
 ENVIRONMENT_FD_VAR = "TENANTSERVE_ENVIRONMENT_FD"

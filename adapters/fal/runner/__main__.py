@@ -109,10 +109,10 @@ def _quiet(server_class: type) -> type:
 
 
 def _start_again_with_its_environment() -> None:
-    """A container app's runner gets its environment (its owner's secrets among it) on a
-    descriptor, not on a command line the node's users can read; it starts again with it,
-    so that the interpreter and its loader see all of it from the start, as a process
-    started with it would."""
+    """A runner that switched to its owner's user gets its environment (its owner's secrets
+    among it) on a descriptor, not on a command line the node's users can read, and only
+    after the switch; it starts again with it, so that the interpreter and its loader see
+    all of it from the start, as a process started with it would."""
     fd = os.environ.get(ENVIRONMENT_FD_VAR)
     if fd is None:
         return
