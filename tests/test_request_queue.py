@@ -105,6 +105,23 @@ def test_a_dead_dispatchers_requests_go_back_in_line_when_its_lease_runs_out(reg
     assert (again.id, again.attempts) == (lost.id, 1)
 
 
+def test_a_call_from_a_dispatcher_that_lost_its_claim_does_not_start_the_request(registry_url, monkeypatch) -> None:
+    """A dispatcher stalls past its lease, another takes the request over: the stalled one's call,
+    reaching a replica late, must not run it beside the new one's."""
+    registry, owner = Registry(registry_url), _owner()
+    stalled, taker = RequestQueue(registry), RequestQueue(registry)
+    queued = taker.submit(owner, "a", "/", None, caller=owner)
+    monkeypatch.setattr(request_queue, "LEASE_S", -1.0)
+    stalled.claim(owner, "a", 1)
+    monkeypatch.setattr(request_queue, "LEASE_S", 10.0)
+    taker.reclaim_expired()
+    [taken] = taker.claim(owner, "a", 1)
+    assert taken.id == queued.id
+    assert taker.mark_started_many([(queued.id, stalled.dispatcher)]) == [False]
+    assert taker.mark_started(queued.id, taker.dispatcher)
+    assert taker.finish(queued.id, CallOutcome(200, "ran once")).result == "ran once"
+
+
 def test_a_claimed_request_is_in_queue_for_its_callers_until_a_replica_has_it(registry_url) -> None:
     queue, owner = RequestQueue(Registry(registry_url)), _owner()
     queued = queue.submit(owner, "a", "/", None, caller=owner)
@@ -144,7 +161,7 @@ def test_a_lapsed_claim_that_was_cancelled_or_used_its_attempts_ends(registry_ur
     never_began = queue.submit(owner, "a", "/", 2, caller=owner, max_attempts=1)
     monkeypatch.setattr(request_queue, "LEASE_S", -1.0)
     queue.claim(owner, "a", 3)
-    assert queue.mark_started_many([cancelled.id, spent.id]) == [True, True]
+    assert queue.mark_started_many([(cancelled.id, None), (spent.id, None)]) == [True, True]
     assert queue.request_cancel(cancelled.id)
     _, ended_ids = queue.reclaim_expired()
     assert sorted(ended_ids) == sorted([cancelled.id, spent.id])  # their webhooks are due

@@ -453,17 +453,19 @@ class FalAppReplica:
             raise EndpointError(status, detail, f"{self._bundle.owner}/{self._bundle.app_name}.{name}")
         return body
 
-    async def call_path(self, path: str, payload: Any, request_id: str, caller: Optional[str] = None) -> CallOutcome:
+    async def call_path(self, path: str, payload: Any, request_id: str, caller: Optional[str] = None,
+                        dispatcher: Optional[str] = None) -> CallOutcome:
         """A request from the queue: the endpoint at `path` answers `payload` as its HTTP
         route would, with what the endpoint printed meanwhile; `caller` is the user who
         submitted it (None: anonymous, to a public app), whose rights its file inputs get.
         It is recorded as started (IN_PROGRESS for fal's clients) as it reaches this replica,
-        and not run if its caller cancelled it before. A cancel of the running request
+        and not run if its caller cancelled it before, or if `dispatcher` (the one that sent
+        it) lost its claim meanwhile (another runs it). A cancel of the running request
         reaches the app as fal's does, as a POST to the endpoint's `/cancel` sibling, where
         it has one; without one the request finishes."""
         started = time.perf_counter()
         try:
-            if not await self._starts(request_id):
+            if not await self._starts((request_id, dispatcher)):
                 return CallOutcome.failed(499, "Request cancelled", request_id)
         except Exception as error:  # a busy registry costs the start time, not the request
             logger.warning("request %s: recording its start failed (%s); running it", request_id, error)

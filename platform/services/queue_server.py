@@ -511,7 +511,8 @@ class QueueServer:
             handle = await self._handle(request.owner, request.app)
         except Exception as error:  # deleted since it was queued, or not running
             return CallOutcome.failed(503, f"{request.owner}/{request.app} is not serving: {error}", request.id)
-        response = handle.call_path.remote(request.path, request.payload, request.id, request.caller)
+        response = handle.call_path.remote(request.path, request.payload, request.id, request.caller,
+                                           self.queue.dispatcher)
         self.running[request.id] = response
         try:
             return await self._answer_unless_deleted(request, response)

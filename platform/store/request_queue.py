@@ -97,6 +97,7 @@ _START = update(requests_table).where(
     requests_table.c.id.in_(bindparam("request_ids", expanding=True)), requests_table.c.status == IN_PROGRESS,
     requests_table.c.started_at.is_(None),
 ).values(started_at=bindparam("now"), attempts=requests_table.c.attempts + 1).returning(requests_table.c.id)
+_START_FROM = _START.where(requests_table.c.dispatcher == bindparam("sender"))
 
 
 @dataclass
@@ -289,17 +290,27 @@ class RequestQueue:
                 claimed.append(request)
         return claimed
 
-    def mark_started(self, request_id: str) -> bool:
-        [started] = self.mark_started_many([request_id])
+    def mark_started(self, request_id: str, dispatcher: Optional[str] = None) -> bool:
+        [started] = self.mark_started_many([(request_id, dispatcher)])
         return started
 
-    def mark_started_many(self, request_ids: Sequence[str]) -> list[bool]:
-        """The replica a dispatcher handed these requests to begins them, in one transaction:
-        for each, True if it is still to run (not cancelled before it started, its claim
-        not lost meanwhile)."""
+    def mark_started_many(self, starts: Sequence[tuple[str, Optional[str]]]) -> list[bool]:
+        """The replica a dispatcher handed these requests to begins them, in one transaction;
+        each is (request id, the dispatcher that sent it; None: whichever holds it). For each,
+        True if it is still to run: not cancelled or past its start deadline before it
+        started, and claimed by that dispatcher (a call from one whose lease lapsed, and
+        whose request another dispatcher runs now, does not run it a second time)."""
+        by_dispatcher: dict[Optional[str], list[str]] = {}
+        for request_id, dispatcher in starts:
+            by_dispatcher.setdefault(dispatcher, []).append(request_id)
+        started: set[str] = set()
+        now = time.time()
         with self.engine.begin() as conn:
-            started = set(conn.execute(_START, {"request_ids": list(request_ids), "now": time.time()}).scalars())
-        return [request_id in started for request_id in request_ids]
+            for dispatcher, request_ids in by_dispatcher.items():
+                # (not a parameter named "dispatcher": an UPDATE would set that column from it)
+                statement, values = (_START, {}) if dispatcher is None else (_START_FROM, {"sender": dispatcher})
+                started.update(conn.execute(statement, {"request_ids": request_ids, "now": now, **values}).scalars())
+        return [request_id in started for request_id, _ in starts]
 
     def request_cancel(self, request_id: str) -> bool:
         """Ask the replica running a request to cancel it (fal's cancel of a running request:
