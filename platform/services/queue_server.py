@@ -75,6 +75,7 @@ HEARD_SCAN_S = 0.02  # a burst of notifications from other dispatchers makes one
 WRITE_BATCH = 64  # most writes in one transaction: a flood's batch holds back another tenant's write this long
 RECENT_S = 60.0  # how long a request this dispatcher finished is answered from its memory
 RECENT_BYTES = 64 * 1024 * 1024  # most stored bytes of results kept in that memory
+DRAIN_S = 120.0  # how long a dispatcher being replaced sees its running requests through
 
 api = FastAPI(title="tenantserve queue")
 api.add_exception_handler(OperationalError, registry_busy)
@@ -374,11 +375,16 @@ class QueueServer:
 
     # the dispatcher
 
-    def __del__(self) -> None:
+    async def __del__(self) -> None:
         """Serve is stopping this dispatcher (an update or a shutdown): start nothing more, so
-        that a new dispatcher alone takes the queue from here."""
+        that a new dispatcher alone takes the queue from here, and see the requests it runs
+        to their end (their leases renewed meanwhile), for up to the deployment's graceful
+        shutdown timeout: a request whose lease lapsed while its run went on would run a
+        second time, beside it, under the next dispatcher."""
         self.stopping = True
         self._stop_listening.set()
+        while self.claimed:
+            await asyncio.sleep(0.1)
 
     def _heard(self) -> None:
         """Another dispatcher (or this one) queued a request or put one back: look soon."""
@@ -612,6 +618,6 @@ def queue_server_target(config: dict[str, Any], version: str) -> RunTarget:
     # (about 6% of it in a burst), and each request's own record is its row.
     deployment = serve.deployment(QueueServer, name=DEPLOYMENT_NAME, num_replicas=config.get("queue_dispatchers", 1),
                                   ray_actor_options={"num_cpus": 0.05}, max_ongoing_requests=1000,
-                                  logging_config={"enable_access_log": False})
+                                  graceful_shutdown_timeout_s=DRAIN_S, logging_config={"enable_access_log": False})
     deployment = ray_private.pinned(deployment, version)
     return RunTarget(target=deployment.bind(config), name=APP_NAME, route_prefix=ROUTE)
