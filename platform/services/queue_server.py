@@ -340,15 +340,19 @@ class QueueServer:
         if isinstance(found, Response):
             return found
         requested = JSONResponse({"status": "CANCELLATION_REQUESTED"}, status_code=202)
-        # Queued, or claimed with no replica started on it (the replica's start refuses it
-        # then): it never runs, and ends with 499.
-        if (await asyncio.to_thread(self.queue.cancel_queued, request_id)
-                or await asyncio.to_thread(self.queue.cancel_unstarted, request_id)):
-            self._drop_call(request_id)
-            await self._ended(request_id)
-            return requested
-        if await asyncio.to_thread(self.queue.request_cancel, request_id):
-            return requested  # its replica tells the app, if the app can stop it; else it finishes (fal's rule)
+        for _ in range(3):  # a request can move between the checks (put back in line when its replica died)
+            # Queued, or claimed with no replica started on it (the replica's start refuses it
+            # then): it never runs, and ends with 499.
+            if (await asyncio.to_thread(self.queue.cancel_queued, request_id)
+                    or await asyncio.to_thread(self.queue.cancel_unstarted, request_id)):
+                self._drop_call(request_id)
+                await self._ended(request_id)
+                return requested
+            if await asyncio.to_thread(self.queue.request_cancel, request_id):
+                return requested  # its replica tells the app, if the app can stop it; else it finishes (fal's rule)
+            current = await asyncio.to_thread(self.queue.get, request_id)
+            if current is None or current.status in (COMPLETED, CANCELLED):
+                break
         return JSONResponse({"status": "ALREADY_COMPLETED"}, status_code=400)
 
     # the proxy's gate (proxy_gate.py)
