@@ -59,8 +59,11 @@ class _Body:
     connection back and calls `done` once: an async generator closed before its first
     chunk would skip its cleanup."""
 
-    def __init__(self, response: aiohttp.ClientResponse, done: Callable[[bool], None]) -> None:
-        self._response, self._done = response, done  # done(broke_off)
+    def __init__(self, response: aiohttp.ClientResponse, done: Callable[[bool], None],
+                 lost: Optional[Callable[[], str]] = None) -> None:
+        """`done(broke_off)`; `lost`, for a queued request: why the runner stopped, and a break
+        raises RunnerLost with it (the queue runs the request again)."""
+        self._response, self._done, self._lost = response, done, lost
         self._closed = False
 
     def __aiter__(self) -> "_Body":
@@ -73,6 +76,8 @@ class _Body:
             chunk = await self._response.content.readany()
         except aiohttp.ClientError:  # the caller's answer is cut off too: one that ends cleanly would look complete
             self._close(broke_off=True)
+            if self._lost is not None:
+                raise RunnerLost(f"{self._lost()} while answering this request") from None
             raise
         if not chunk:
             self._close(broke_off=False)
@@ -145,7 +150,8 @@ class Ingress:
         The timeout covers the wait for the answer to start (all of a JSON answer).
         `from_queue`: a cancel (the queue's) while the runner works on it restarts the
         runner, as a timeout does, so that the work stops; a runner that stops under it
-        raises RunnerLost (the queue runs it again) instead of answering 503."""
+        raises RunnerLost (the queue runs it again), before its answer or during it, instead
+        of answering 503 or cutting the answer off."""
         self._callers[request_id] = caller
         outgoing = [*headers, (REQUEST_ID.encode(), request_id.encode())]
         try:
@@ -170,7 +176,9 @@ class Ingress:
             return self._canned(503, {"detail": f"{reason} while serving this request", "request_id": request_id}, request_id)
         answer_headers = [(k, v) for k, v in response.raw_headers if k.lower() not in (b"connection", b"keep-alive", b"transfer-encoding")]
         answer_headers.append((REQUEST_ID.encode(), request_id.encode()))
-        return response.status, answer_headers, _Body(response, lambda broke_off: self._answered(request_id, broke_off))
+        body = _Body(response, lambda broke_off: self._answered(request_id, broke_off),
+                     self._runner.exit_reason if from_queue else None)
+        return response.status, answer_headers, body
 
     def _answered(self, request_id: str, broke_off: bool) -> None:
         self._callers.pop(request_id, None)

@@ -27,7 +27,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
-import aiohttp
 import ray
 from ray import serve
 
@@ -35,7 +34,7 @@ import tenantserve_runner
 from tenantserve.platform.cluster import environments, images
 from tenantserve.platform.core.batching import WriteBatch
 from tenantserve.platform.core.bodies import MAX_CALL_BYTES, BodyLimit
-from tenantserve.platform.core.outcomes import CallOutcome, RunnerLost
+from tenantserve.platform.core.outcomes import CallOutcome
 from tenantserve.platform.runtime.auth import AuthMiddleware, is_platform_health
 from tenantserve.platform.runtime.metrics import AppMetrics
 from tenantserve.platform.runtime.storage import AppStorage, FileStore
@@ -422,12 +421,7 @@ class FalAppReplica:
         if from_queue and content_type.startswith(STREAMED):
             await chunks.aclose()  # the connection to the runner closes: the endpoint's stream stops
             return status, content_type, None, written
-        try:
-            data = b"".join([chunk async for chunk in chunks])
-        except aiohttp.ClientError:
-            if from_queue:
-                raise RunnerLost(f"{self._runner.exit_reason()} while answering this request") from None
-            raise
+        data = b"".join([chunk async for chunk in chunks])
         if content_type.startswith("application/json"):
             try:
                 return status, content_type, json.loads(data), written

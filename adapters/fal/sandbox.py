@@ -243,10 +243,7 @@ def _switch_tools() -> tuple[tuple[str, str], ...]:
     .pth files) ever runs as root with the two capabilities switching users takes."""
     found: dict[str, str] = {}
     for tool in ("setpriv", "env"):
-        path = shutil.which(tool, path="/usr/bin:/bin")
-        if path is None:
-            raise SandboxUnavailable(f"this node has no {tool} (util-linux, coreutils) to start container apps' runners")
-        found[f"{HOST_TOOLS}/{tool}"] = os.path.realpath(path)
+        path = found[f"{HOST_TOOLS}/{tool}"] = _node_tool(tool)
         for line in subprocess.run(["ldd", path], capture_output=True, text=True, timeout=10).stdout.splitlines():
             words = line.split()
             if len(words) >= 3 and words[1] == "=>" and words[2].startswith("/"):
@@ -262,23 +259,23 @@ def _switch_tool_binds() -> list[str]:
             *[arg for node, inside in tools for arg in ("--ro-bind", node, inside)]]
 
 
-def _switch_in_image(uid: int, env: Mapping[str, str], argv: Sequence[str]) -> list[str]:
-    """`argv` as user `uid` with `env`, started by the node's own tools and loader (no cache,
-    no preload: the image's /etc is not read) with an empty environment until the switch."""
-    loader = [f"{HOST_TOOLS}/ld.so", "--inhibit-cache", "--library-path", f"{HOST_TOOLS}/lib"]
-    return [*loader, f"{HOST_TOOLS}/setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
-            "--no-new-privs", "--", *loader, f"{HOST_TOOLS}/env", "-i", *[f"{k}={v}" for k, v in env.items()], *argv]
-
-
-def _switch(uid: int, env: Mapping[str, str], argv: Sequence[str]) -> list[str]:
-    """`argv` as user `uid` with `env`, started by the node's setpriv and env (the sandbox
-    sees the node's system) with an empty environment until the switch."""
-    return [_node_tool("setpriv"), f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--no-new-privs", "--",
-            _node_tool("env"), "-i", *[f"{k}={v}" for k, v in env.items()], *argv]
+def _switch(uid: int, env: Mapping[str, str], argv: Sequence[str], in_image: bool) -> list[str]:
+    """`argv` as user `uid` with `env`, started by the node's setpriv and env with an empty
+    environment until the switch: in a container app's sandbox, through the node's own loader
+    and libraries (no cache, no preload: the image's /etc is not read); elsewhere the sandbox
+    sees the node's system, and they are named by their paths there."""
+    if in_image:
+        loader = [f"{HOST_TOOLS}/ld.so", "--inhibit-cache", "--library-path", f"{HOST_TOOLS}/lib"]
+        setpriv, env_tool = [*loader, f"{HOST_TOOLS}/setpriv"], [*loader, f"{HOST_TOOLS}/env"]
+    else:
+        setpriv, env_tool = [_node_tool("setpriv")], [_node_tool("env")]
+    return [*setpriv, f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--no-new-privs", "--",
+            *env_tool, "-i", *[f"{k}={v}" for k, v in env.items()], *argv]
 
 
 @functools.lru_cache(maxsize=None)
 def _node_tool(name: str) -> str:
+    """The node's own `setpriv` (util-linux) or `env` (coreutils), by its real path."""
     found = shutil.which(name, path="/usr/bin:/bin")
     if found is None:
         raise SandboxUnavailable(f"this node has no {name} (util-linux, coreutils) to start runners as their owners")
@@ -364,17 +361,16 @@ def command(argv: Sequence[str], mounts: Mounts, env: Mapping[str, str], info_fd
              *(_image_binds(mounts.image) + _driver_binds(mounts.gpus) if mounts.image else _system_binds())]
     prefixes = [] if mounts.image else _interpreter_prefixes()
     data = ["--bind", str(mounts.data), "/data"]
-    data_fds: Optional[list[int]] = None
+    fds: list[int] = []  # what the command reads: the data mounts', a runner's environment, bubblewrap's options
     if mounts.data_paths is not None:  # fal's data_mounts: those folders only, each bound from a safe descriptor
-        data_fds = []
         try:
             for path in mounts.data_paths:
-                data_fds.append(open_data_folder(mounts.data, path, uid))
+                fds.append(open_data_folder(mounts.data, path, uid))
         except BaseException:
-            for fd in data_fds:
+            for fd in fds:
                 os.close(fd)
             raise
-        data = [arg for fd, path in zip(data_fds, mounts.data_paths) for arg in ("--bind-fd", str(fd), path)]
+        data = [arg for fd, path in zip(fds, mounts.data_paths) for arg in ("--bind-fd", str(fd), path)]
     args += _parent_folders([*prefixes, *([str(mounts.environment)] if mounts.environment else []),
                              mounts.app_path, *mounts.data_folders, SOCKETS])
     for prefix in prefixes:
@@ -387,7 +383,6 @@ def command(argv: Sequence[str], mounts: Mounts, env: Mapping[str, str], info_fd
              *_gpu_binds(mounts.gpus),
              *(_switch_tool_binds() if switching and mounts.image is not None else []),
              "--remount-ro", "/", "--chdir", "/tmp", "--clearenv", "--as-pid-1"]
-    fds = list(data_fds or [])
     if switching:
         # Nothing of the app's environment is in effect until its user is switched: what runs
         # as root, with the two capabilities that takes, is the node's setpriv and env, named by
@@ -396,7 +391,7 @@ def command(argv: Sequence[str], mounts: Mounts, env: Mapping[str, str], info_fd
         if private:  # a runner: off the command line of `env`, and of bubblewrap's for as long as it runs
             fds.append(_in_memory([f"{k}={v}" for k, v in env.items()], "tenantserve-runner-env"))
             env = _runner_boot_env(env, fds[-1])
-        argv = _switch_in_image(uid, env, argv) if mounts.image is not None else _switch(uid, env, argv)
+        argv = _switch(uid, env, argv, in_image=mounts.image is not None)
     else:
         for key, value in env.items():
             args += ["--setenv", key, value]

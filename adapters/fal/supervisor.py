@@ -110,10 +110,12 @@ class _Process:
             self.popen.kill()
 
 
-def listener_pid(connected: socket.socket) -> int:
-    """The process that listens at the other end of a connected unix socket (SO_PEERCRED)."""
+def check_listener(connected: socket.socket, runner_pid: int, path: str) -> None:
+    """Raise OSError unless the runner's own process listens at the other end of a connected
+    unix socket (the kernel's SO_PEERCRED)."""
     pid, _, _ = struct.unpack("3i", connected.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
-    return pid
+    if pid != runner_pid:
+        raise OSError(errno.EACCES, f"{path} is not the runner's socket (its listener is pid {pid})")
 
 
 class _RunnerConnector(aiohttp.UnixConnector):
@@ -129,11 +131,11 @@ class _RunnerConnector(aiohttp.UnixConnector):
 
     async def _create_connection(self, req: Any, traces: Any, timeout: Any) -> Any:
         protocol = await super()._create_connection(req, traces, timeout)
-        pid = listener_pid(protocol.transport.get_extra_info("socket"))
-        if pid != self._runner_pid():
+        try:
+            check_listener(protocol.transport.get_extra_info("socket"), self._runner_pid(), self.path)
+        except OSError as refused:
             protocol.transport.close()
-            refused = OSError(errno.EACCES, f"{self.path} is not the runner's socket (its listener is pid {pid})")
-            raise aiohttp.ClientConnectorError(req.connection_key, refused)
+            raise aiohttp.ClientConnectorError(req.connection_key, refused) from None
         return protocol
 
 
@@ -308,9 +310,7 @@ class Runner:
         connection.setblocking(False)
         try:
             await asyncio.get_running_loop().sock_connect(connection, str(self.socket))
-            pid = listener_pid(connection)
-            if pid != self._pid:
-                raise OSError(errno.EACCES, f"{self.socket} is not the runner's socket (its listener is pid {pid})")
+            check_listener(connection, self._pid, str(self.socket))
         except BaseException:
             connection.close()
             raise
